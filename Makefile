@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  make demo   (set up + run the demo)   make test   (checks)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.txt)
+
+.PHONY: demo demo-data test lint unit-tests clean-demo
+
+# The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
+# build and both builds unpack into the same cv2/ folder, so both are removed and the headless
+# one reinstalled without dependencies (see shared/env-notes.md).
+$(VENV)/.installed: requirements.txt requirements-opencv.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip uninstall --quiet --yes opencv-python opencv-python-headless
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(OPENCV_PIN)
+	$(BIN)/python -c "import cv2, faiss, h5py, snakemake; cv2.SIFT_create()"
+	touch $@
+
+# The demo: a labeled benchmark synthesized from scikit-image's photographs, then the workflow.
+demo: $(VENV)/.installed
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) synthesize_queries
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
+	$(BIN)/python workflow_scripts/print_run_summary.py results
+
+test: $(VENV)/.installed lint unit-tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+unit-tests: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf results .snakemake

@@ -1,0 +1,25 @@
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/synthesize.smk"
+include: "rules/ingest.smk"
+include: "rules/sift.smk"
+include: "rules/search.smk"
+include: "rules/verify.smk"
+include: "rules/fuse.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs,

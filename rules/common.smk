@@ -1,0 +1,135 @@
+"""Helpers shared by the rules: image-set listing, shard tables and target lists.
+
+Everything here runs at DAG-build time, so it only lists files (no stat, no decode) and caches
+each listing once per run.
+"""
+
+import sys
+from functools import cache
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+
+from copydetect.inputs import (  # noqa: E402
+    ImageSetError,
+    assign_shards,
+    group_shards,
+    list_image_set,
+    shard_count,
+)
+
+IMAGE_SETS = ("queries", "references", "training")
+RESULTS = "results"
+
+
+wildcard_constraints:
+    set="|".join(IMAGE_SETS),
+    shard=r"s\d{4}",
+    group=r"g\d{4}",
+
+
+@cache
+def image_shards(set_name):
+    """Shard name -> ImageEntry list of one image set, listed once per run."""
+    source = config[set_name]
+    if not source:
+        raise WorkflowError(
+            f"config key {set_name!r} is empty: give a directory or list file, "
+            f"e.g. snakemake --config {set_name}=path/to/{set_name}"
+        )
+    try:
+        entries = list_image_set(source, set_name)
+    except ImageSetError as error:
+        raise WorkflowError(str(error)) from None
+    spec = config["sharding"][set_name]
+    return assign_shards(
+        entries, shard_count(len(entries), spec["shard_size"], spec["num_shards"])
+    )
+
+
+def shard_names(set_name):
+    return list(image_shards(set_name))
+
+
+def shard_image_paths(wildcards):
+    return [entry.path for entry in image_shards(wildcards.set)[wildcards.shard]]
+
+
+def shard_image_ids(wildcards):
+    return [entry.id for entry in image_shards(wildcards.set)[wildcards.shard]]
+
+
+def set_shard_files(set_name, pattern):
+    """``pattern`` (with {shard}) formatted for every shard of a set."""
+    return [
+        pattern.format(set=set_name, shard=shard) for shard in shard_names(set_name)
+    ]
+
+
+def image_set_files(suffix):
+    """Input function: a per-shard image-shard file with ``suffix`` for every shard of {set}."""
+
+    def files(wildcards):
+        return set_shard_files(
+            wildcards.set, f"{RESULTS}/images/{{set}}/{{shard}}{suffix}"
+        )
+
+    return files
+
+
+@cache
+def reference_groups():
+    """Group name -> reference shard names searched together by one local-search job."""
+    per_job = config["local"]["reference_shards_per_job"]
+    return group_shards(shard_names("references"), per_job)
+
+
+def reference_group_features(wildcards):
+    return [
+        f"{RESULTS}/sift/references/{shard}.h5"
+        for shard in reference_groups()[wildcards.group]
+    ]
+
+
+def query_shard_neighbors(wildcards):
+    return [
+        f"{RESULTS}/search/local/{wildcards.shard}/{group}.h5"
+        for group in reference_groups()
+    ]
+
+
+def active_sets():
+    return [name for name in IMAGE_SETS if name != "training" or config["training"]]
+
+
+def final_outputs(wildcards):
+    """Targets of ``rule all``: ingest summaries, predictions and, with ground truth, metrics."""
+    targets = [f"{RESULTS}/images/{name}/summary.json" for name in active_sets()]
+    targets.append(f"{RESULTS}/predictions.csv")
+    if config["ground_truth"]:
+        targets += [f"{RESULTS}/eval/metrics.json", f"{RESULTS}/eval/pr_curve.png"]
+    return targets
+
+
+def reference_sift_shards(wildcards):
+    return set_shard_files("references", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+
+
+def query_pair_tables(wildcards):
+    return set_shard_files("queries", f"{RESULTS}/verify/{{shard}}.pairs.csv")
+
+
+_CANDIDATE_KEYS = ("candidates_per_query", "min_votes")
+
+
+def local_search_params():
+    """The ``local`` keys a search job reads (not the candidate-selection ones), so changing a
+    candidate threshold does not rerun the searches."""
+    skip = (*_CANDIDATE_KEYS, "reference_shards_per_job")
+    return {key: value for key, value in config["local"].items() if key not in skip}
+
+
+def local_candidate_params():
+    return {key: config["local"][key] for key in _CANDIDATE_KEYS}

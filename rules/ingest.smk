@@ -1,0 +1,34 @@
+rule ingest:
+    """Decode, normalize and re-encode one shard of an image set; bad images become rejects."""
+    input:
+        images=shard_image_paths,
+    output:
+        shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
+        rejects=f"{RESULTS}/images/{{set}}/{{shard}}.rejects.csv",
+    log:
+        f"{RESULTS}/logs/ingest/{{set}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{set}}/{{shard}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        ids=shard_image_ids,
+        ingest=config["ingest"],
+    script:
+        "../workflow_scripts/ingest_shard.py"
+
+
+rule summarize_ingest:
+    """Merge the per-shard counts and rejects of one image set."""
+    input:
+        shards=image_set_files(".h5"),
+        rejects=image_set_files(".rejects.csv"),
+    output:
+        summary=f"{RESULTS}/images/{{set}}/summary.json",
+        rejects=f"{RESULTS}/images/{{set}}/rejects.csv",
+    log:
+        f"{RESULTS}/logs/summarize_ingest/{{set}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/summarize_ingest.py"

@@ -1,0 +1,39 @@
+rule local_search:
+    """Nearest reference descriptors of every descriptor of one query shard, over one group of
+    reference shards (memory bounded by the group, never by the whole reference set)."""
+    input:
+        queries=f"{RESULTS}/sift/queries/{{shard}}.h5",
+        references=reference_group_features,
+    output:
+        neighbors=f"{RESULTS}/search/local/{{shard}}/{{group}}.h5",
+    log:
+        f"{RESULTS}/logs/local_search/{{shard}}/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/local_search/{{shard}}/{{group}}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    resources:
+        gpu=1,
+    params:
+        local=local_search_params(),
+    script:
+        "../workflow_scripts/local_search_block.py"
+
+
+rule local_candidates:
+    """Merge one query shard's neighbours over all reference groups into votes and candidates."""
+    input:
+        queries=f"{RESULTS}/sift/queries/{{shard}}.h5",
+        neighbors=query_shard_neighbors,
+    output:
+        votes=f"{RESULTS}/search/local/{{shard}}.votes.csv",
+        candidates=f"{RESULTS}/search/local/{{shard}}.candidates.csv",
+    log:
+        f"{RESULTS}/logs/local_candidates/{{shard}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        local=local_search_params(),
+        candidates=local_candidate_params(),
+    script:
+        "../workflow_scripts/local_candidates.py"

@@ -1,0 +1,91 @@
+"""Image-set listing and stable sharding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from copydetect.inputs import (
+    ImageSetError,
+    assign_shards,
+    group_shards,
+    list_image_set,
+    shard_count,
+    shard_index,
+)
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_directory_is_listed_recursively_with_any_case_extensions(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "R1.JPG")
+    touch(tmp_path / "b" / "c" / "R2.webp")
+    touch(tmp_path / "R3.Tiff")
+    touch(tmp_path / "notes.txt")
+    entries = list_image_set(tmp_path, "references")
+    assert [e.id for e in entries] == ["R1", "R2", "R3"]
+    assert entries[1].path == str(tmp_path / "b" / "c" / "R2.webp")
+
+
+def test_list_file_paths_are_relative_to_the_list(tmp_path: Path) -> None:
+    touch(tmp_path / "imgs" / "Q1.jpg")
+    listing = tmp_path / "queries.txt"
+    listing.write_text("# a comment\nimgs/Q1.jpg\n\n/abs/-odd name 'x'.png\n")
+    entries = list_image_set(listing, "queries")
+    assert [(e.id, e.path) for e in entries] == [
+        ("-odd name 'x'", "/abs/-odd name 'x'.png"),
+        ("Q1", str(tmp_path / "imgs" / "Q1.jpg")),
+    ]
+
+
+def test_duplicate_ids_name_both_paths(tmp_path: Path) -> None:
+    first = touch(tmp_path / "x" / "R1.jpg")
+    second = touch(tmp_path / "y" / "R1.png")
+    with pytest.raises(ImageSetError) as error:
+        list_image_set(tmp_path, "references")
+    assert str(first) in str(error.value) and str(second) in str(error.value)
+
+
+def test_empty_and_missing_sets_are_clear_errors(tmp_path: Path) -> None:
+    touch(tmp_path / "readme.md")
+    with pytest.raises(ImageSetError, match="no images"):
+        list_image_set(tmp_path, "queries")
+    with pytest.raises(ImageSetError, match="neither a directory nor a list file"):
+        list_image_set(tmp_path / "missing", "queries")
+
+
+def test_shard_count_is_a_power_of_two_unless_pinned() -> None:
+    assert shard_count(1, 1000) == 1
+    assert shard_count(1000, 1000) == 1
+    assert shard_count(1001, 1000) == 2
+    assert shard_count(1_000_000, 1000) == 1024
+    assert shard_count(5, 1000, 7) == 7
+
+
+def test_membership_is_stable_under_additions(tmp_path: Path) -> None:
+    for i in range(200):
+        touch(tmp_path / f"R{i:06d}.jpg")
+    before = assign_shards(list_image_set(tmp_path, "references"), 8)
+    touch(tmp_path / "R999999.jpg")
+    after = assign_shards(list_image_set(tmp_path, "references"), 8)
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == [f"s{shard_index('R999999', 8):04d}"]
+    assert sum(len(v) for v in after.values()) == 201
+
+
+def test_shard_index_is_a_fixed_function_of_the_id() -> None:
+    # CRC32 of the UTF-8 id: the same on every machine and Python process (unlike hash()).
+    assert shard_index("R000001", 1024) == 3601183539 % 1024
+    assert shard_index("Qé", 1) == 0
+
+
+def test_groups_cover_every_shard_once() -> None:
+    names = [f"s{i:04d}" for i in range(10)]
+    groups = group_shards(names, 4)
+    assert list(groups) == ["g0000", "g0001", "g0002"]
+    assert sum(groups.values(), []) == names

@@ -1,0 +1,128 @@
+"""Image sets and their stable sharding.
+
+An image set is a directory (searched recursively) or a text file with one image path per line.
+The image id is the file stem, as in DISC21 (``Q00001``, ``R000001``).
+
+Shard membership depends only on the image id and the shard count (a hash of the id modulo the
+count), so adding or removing an image touches exactly one shard. The count is a power of two
+derived from ``shard_size`` (or pinned with ``num_shards``): it only changes when the set doubles
+or halves, which is the one moment every shard is rebuilt.
+
+Listing reads directory entries or the list file only: no ``stat`` and no image decode at DAG
+build time, so planning stays cheap at a million images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+
+
+class ImageSetError(ValueError):
+    """An image set that cannot be used: missing, empty or with duplicate ids."""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a set: its id (file stem) and its path."""
+
+    id: str
+    path: str
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_directory(root: Path) -> Iterable[str]:
+    # os.walk uses scandir's d_type, so no per-file stat is needed to tell files from folders.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if _is_image_name(name):
+                yield os.path.join(dirpath, name)
+
+
+def _read_list_file(list_file: Path) -> Iterable[str]:
+    # Relative paths in a list are relative to the list file, so a list travels with its images.
+    base = list_file.parent
+    with open(list_file, encoding="utf-8") as handle:
+        for line in handle:
+            path = line.rstrip("\r\n")
+            if not path.strip() or path.lstrip().startswith("#"):
+                continue
+            yield path if os.path.isabs(path) else str(base / path)
+
+
+def list_image_set(source: str | os.PathLike, set_name: str) -> list[ImageEntry]:
+    """List the images of a set, sorted by id.
+
+    Raises
+    ------
+    ImageSetError
+        When the source does not exist, holds no image, or two files share an id.
+    """
+    root = Path(source)
+    if root.is_dir():
+        paths = _walk_directory(root)
+    elif root.is_file():
+        paths = _read_list_file(root)
+    else:
+        raise ImageSetError(f"{set_name}: {str(source)!r} is neither a directory nor a list file")
+    by_id: dict[str, str] = {}
+    for path in paths:
+        image_id = Path(path).stem
+        if image_id in by_id:
+            raise ImageSetError(
+                f"{set_name}: duplicate image id {image_id!r}: {by_id[image_id]!r} and {path!r}"
+            )
+        by_id[image_id] = path
+    if not by_id:
+        raise ImageSetError(
+            f"{set_name}: no images in {str(source)!r} "
+            f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
+        )
+    return [ImageEntry(i, by_id[i]) for i in sorted(by_id)]
+
+
+def shard_count(n_images: int, shard_size: int, num_shards: int | str = "auto") -> int:
+    """Number of shards: ``num_shards`` when pinned, else the power of two giving shards of at
+    most ``shard_size`` images on average (a power of two so that growth rarely reshuffles)."""
+    if num_shards != "auto":
+        return int(num_shards)
+    needed = max(1, math.ceil(n_images / shard_size))
+    return 1 << (needed - 1).bit_length()
+
+
+def shard_index(image_id: str, n_shards: int) -> int:
+    """Stable shard of an id: CRC32 of its UTF-8 bytes (same on every machine and run)."""
+    return zlib.crc32(image_id.encode("utf-8")) % n_shards
+
+
+def shard_name(index: int) -> str:
+    return f"s{index:04d}"
+
+
+def assign_shards(entries: list[ImageEntry], n_shards: int) -> dict[str, list[ImageEntry]]:
+    """Group entries by shard name; every shard name up to ``n_shards`` is present, possibly
+    empty, so the set of jobs depends on the count alone. Entries keep their id order."""
+    shards: dict[str, list[ImageEntry]] = {shard_name(i): [] for i in range(n_shards)}
+    for entry in entries:
+        shards[shard_name(shard_index(entry.id, n_shards))].append(entry)
+    return shards
+
+
+def group_shards(shard_names: list[str], shards_per_group: int) -> dict[str, list[str]]:
+    """Consecutive groups of shards, the unit of one search job (bounded memory per job)."""
+    groups: dict[str, list[str]] = {}
+    for start in range(0, len(shard_names), shards_per_group):
+        groups[f"g{start // shards_per_group:04d}"] = shard_names[start : start + shards_per_group]
+    return groups

@@ -1,0 +1,114 @@
+"""HDF5 shard formats shared by every stage (see ``shared/design.md``, "Files").
+
+Image shard: ``ids`` (utf-8), ``jpeg`` (vlen uint8), ``orig_size`` (int32 [n, 2] = width, height).
+SIFT shard: ``ids``, ``offsets`` (int64 [n+1]), ``keypoints`` (float32 [m, 4] = x, y, size,
+angle), ``descriptors`` (uint8 [m, 128]), ``image_size`` (int32 [n, 2] of the image SIFT ran on).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from copydetect.atomic import atomic_path
+
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One ingested image: its id, re-encoded JPEG bytes and its size before resizing."""
+
+    id: str
+    jpeg: bytes
+    orig_size: tuple[int, int]  # (width, height) of the decoded original
+
+
+@dataclass(frozen=True)
+class SiftFeatures:
+    """SIFT features of one image, in the coordinates of the image SIFT ran on."""
+
+    id: str
+    keypoints: np.ndarray  # float32 [k, 4]: x, y, size, angle
+    descriptors: np.ndarray  # uint8 [k, 128], RootSIFT
+    image_size: tuple[int, int]  # (width, height) of the image SIFT ran on
+
+
+def write_image_shard(path: str | os.PathLike, records: Sequence[ImageRecord]) -> None:
+    """Write an image shard atomically (an empty shard is valid: every image was rejected)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=[r.id for r in records], dtype=_STR)
+        jpeg = f.create_dataset("jpeg", (len(records),), dtype=h5py.vlen_dtype(np.uint8))
+        for i, r in enumerate(records):
+            jpeg[i] = np.frombuffer(r.jpeg, dtype=np.uint8)
+        sizes = np.array([r.orig_size for r in records], dtype=np.int32).reshape(-1, 2)
+        f.create_dataset("orig_size", data=sizes)
+
+
+def read_shard_ids(path: str | os.PathLike) -> list[str]:
+    """Ids of any shard (image, SIFT or embedding) in stored order."""
+    with h5py.File(path, "r") as f:
+        return [s.decode("utf-8") if isinstance(s, bytes) else s for s in f["ids"][:]]
+
+
+def iter_image_records(path: str | os.PathLike) -> Iterator[ImageRecord]:
+    """Yield the records of an image shard one at a time (memory bounded by one image)."""
+    with h5py.File(path, "r") as f:
+        ids = f["ids"].asstr()[:]
+        sizes = f["orig_size"][:]
+        for i, image_id in enumerate(ids):
+            yield ImageRecord(image_id, f["jpeg"][i].tobytes(), (int(sizes[i, 0]), int(sizes[i, 1])))
+
+
+def decode_rgb(jpeg: bytes) -> np.ndarray:
+    """Decode stored JPEG bytes to an RGB uint8 array [h, w, 3]."""
+    with Image.open(io.BytesIO(jpeg)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def iter_images(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(id, rgb_array)`` for every image of an image shard."""
+    for record in iter_image_records(path):
+        yield record.id, decode_rgb(record.jpeg)
+
+
+def write_sift_shard(path: str | os.PathLike, features: Sequence[SiftFeatures]) -> None:
+    """Write a SIFT shard atomically; per-image rows are concatenated and indexed by offsets."""
+    counts = np.array([len(x.keypoints) for x in features], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    keypoints = np.concatenate([x.keypoints for x in features]) if features else np.zeros((0, 4))
+    descriptors = (
+        np.concatenate([x.descriptors for x in features]) if features else np.zeros((0, 128))
+    )
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=[x.id for x in features], dtype=_STR)
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("keypoints", data=keypoints.astype(np.float32).reshape(-1, 4))
+        f.create_dataset("descriptors", data=descriptors.astype(np.uint8).reshape(-1, 128))
+        sizes = np.array([x.image_size for x in features], dtype=np.int32).reshape(-1, 2)
+        f.create_dataset("image_size", data=sizes)
+
+
+def read_sift_shard(path: str | os.PathLike) -> list[SiftFeatures]:
+    """Read every image's SIFT features of a shard."""
+    with h5py.File(path, "r") as f:
+        ids = f["ids"].asstr()[:]
+        offsets = f["offsets"][:]
+        keypoints = f["keypoints"][:]
+        descriptors = f["descriptors"][:]
+        sizes = f["image_size"][:]
+    return [
+        SiftFeatures(
+            image_id,
+            keypoints[offsets[i] : offsets[i + 1]],
+            descriptors[offsets[i] : offsets[i + 1]],
+            (int(sizes[i, 0]), int(sizes[i, 1])),
+        )
+        for i, image_id in enumerate(ids)
+    ]

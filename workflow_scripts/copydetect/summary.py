@@ -1,0 +1,60 @@
+"""Merge per-shard ingest outcomes into one summary per image set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from copydetect.atomic import atomic_path
+from copydetect.shards import read_shard_ids
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one image set after ingest; ``reasons`` counts rejects by reason code."""
+
+    n_shards: int = 0
+    n_images: int = 0
+    n_rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    images_per_shard: dict[str, int] = field(default_factory=dict)
+
+
+def _reason_code(reason: str) -> str:
+    # Reasons are "code: detail"; the code is what a user counts.
+    return reason.split(":", 1)[0].strip()
+
+
+def summarize_shards(
+    shards: Sequence[str | os.PathLike],
+    reject_tables: Sequence[str | os.PathLike],
+    merged_rejects: str | os.PathLike,
+) -> IngestSummary:
+    """Count images per shard and merge the reject tables (``id,path,reason``) into one."""
+    summary = IngestSummary(n_shards=len(shards))
+    for shard in shards:
+        n = len(read_shard_ids(shard))
+        summary.images_per_shard[Path(shard).stem] = n
+        summary.n_images += n
+    reasons: Counter[str] = Counter()
+    with atomic_path(merged_rejects) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "path", "reason"])
+        for table in reject_tables:
+            with open(table, newline="", encoding="utf-8") as handle:
+                for row in csv.DictReader(handle):
+                    writer.writerow([row["id"], row["path"], row["reason"]])
+                    reasons[_reason_code(row["reason"])] += 1
+    summary.n_rejected = sum(reasons.values())
+    summary.reasons = dict(sorted(reasons.items()))
+    return summary
+
+
+def write_summary(summary: IngestSummary, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(asdict(summary), indent=2, sort_keys=True) + "\n")
