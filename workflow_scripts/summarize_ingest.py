@@ -8,7 +8,9 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s
 
 from copydetect.summary import summarize_shards, write_summary  # noqa: E402
 
-summary = summarize_shards(snakemake.input.shards, snakemake.input.rejects, snakemake.output.rejects)
+summary = summarize_shards(
+    snakemake.input.shards, snakemake.input.rejects, snakemake.output.rejects
+)
 write_summary(summary, snakemake.output.summary)
 logging.info(
     "%s: %d images in %d shards, %d rejected %s",

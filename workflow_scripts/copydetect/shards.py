@@ -63,7 +63,9 @@ def iter_image_records(path: str | os.PathLike) -> Iterator[ImageRecord]:
         ids = f["ids"].asstr()[:]
         sizes = f["orig_size"][:]
         for i, image_id in enumerate(ids):
-            yield ImageRecord(image_id, f["jpeg"][i].tobytes(), (int(sizes[i, 0]), int(sizes[i, 1])))
+            yield ImageRecord(
+                image_id, f["jpeg"][i].tobytes(), (int(sizes[i, 0]), int(sizes[i, 1]))
+            )
 
 
 def decode_rgb(jpeg: bytes) -> np.ndarray:

@@ -58,3 +58,30 @@ def summarize_shards(
 def write_summary(summary: IngestSummary, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(asdict(summary), indent=2, sort_keys=True) + "\n")
+
+
+def format_run_summary(results: str | os.PathLike) -> str:
+    """Human-readable lines about a finished run: shards, rejects, predictions and metrics."""
+    results = Path(results)
+    lines = []
+    for summary_file in sorted(results.glob("images/*/summary.json")):
+        s = json.loads(summary_file.read_text())
+        reasons = ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) or "none"
+        lines.append(
+            f"{summary_file.parent.name:>10}: {s['n_images']} images in {s['n_shards']} shards, "
+            f"{s['n_rejected']} rejected ({reasons})"
+        )
+    predictions = results / "predictions.csv"
+    if predictions.exists():
+        n_rows = sum(1 for _ in predictions.open()) - 1
+        lines.append(f"predictions: {n_rows} rows in {predictions}")
+    metrics_file = results / "eval" / "metrics.json"
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        threshold = m["threshold_at_p90"]
+        lines.append(
+            f"    metrics: micro-AP {m['micro_ap']:.4f}, recall@P90 {m['recall_at_p90']:.4f}"
+            f" (score threshold {threshold if threshold is None else f'{threshold:.4f}'}), "
+            f"recall@1 {m['recall_at_rank1']:.4f} — {metrics_file}"
+        )
+    return "\n".join(lines)

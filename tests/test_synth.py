@@ -1,0 +1,241 @@
+"""Tests of the query synthesizer (copydetect.synth) on small generated images."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from copydetect import synth
+from copydetect.synth import EDITS, SynthesisConfig, synthesize
+
+CFG = SynthesisConfig(
+    n_references=8, n_copy_queries=6, n_distractors=4, n_training=3, seed=7, max_side=96
+)
+
+
+def _photo(i: int, size: tuple[int, int] = (120, 90)) -> Image.Image:
+    """A distinct, textured stand-in for a photograph (noise plus a few colored bars)."""
+    rng = np.random.default_rng(i)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    arr[:, : size[0] // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    arr[size[1] // 2 :, size[0] // 2 :] //= 2
+    return Image.fromarray(arr)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("sources")
+    paths = []
+    for i in range(CFG.n_sources_needed + 3):  # a few spare ones stay unused
+        path = folder / f"photo_{i:02d}.png"
+        _photo(i).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def out_dir(sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "synthetic"
+    synthesize(sources, out, CFG)
+    return out
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _pixel_hash(path: Path, max_side: int) -> str:
+    img = synth.load_rgb(path, max_side)
+    assert img is not None
+    return hashlib.sha256(img.tobytes()).hexdigest()
+
+
+def test_same_inputs_and_seed_give_identical_bytes(
+    sources: list[Path], out_dir: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    synthesize(list(reversed(sources)), again, CFG)  # input order must not matter
+    assert _tree_bytes(again) == _tree_bytes(out_dir)
+
+
+def test_other_seed_gives_other_data(sources: list[Path], out_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    synthesize(sources, other, SynthesisConfig(**{**vars(CFG), "seed": 8}))
+    assert _tree_bytes(other) != _tree_bytes(out_dir)
+
+
+def test_counts_and_id_formats(out_dir: Path) -> None:
+    refs = sorted(p.name for p in (out_dir / "references").iterdir())
+    queries = sorted(p.name for p in (out_dir / "queries").iterdir())
+    training = sorted(p.name for p in (out_dir / "training").iterdir())
+    assert refs == [f"R{i:06d}.jpg" for i in range(CFG.n_references)]
+    assert queries == [f"Q{i:05d}.jpg" for i in range(CFG.n_copy_queries + CFG.n_distractors)]
+    assert training == [f"T{i:06d}.jpg" for i in range(CFG.n_training)]
+    truth = _read_csv(out_dir / "ground_truth.csv")
+    assert [r["query_id"] for r in truth] == [q.removesuffix(".jpg") for q in queries]
+    assert sum(1 for r in truth if r["reference_id"]) == CFG.n_copy_queries
+    for folder in ("references", "queries", "training"):
+        for path in (out_dir / folder).iterdir():
+            with Image.open(path) as img:
+                assert img.format == "JPEG" and img.mode == "RGB"
+                assert max(img.size) <= CFG.max_side
+
+
+def test_ground_truth_points_at_real_references(out_dir: Path) -> None:
+    refs = {p.stem for p in (out_dir / "references").iterdir()}
+    truth = _read_csv(out_dir / "ground_truth.csv")
+    assert {r["reference_id"] for r in truth if r["reference_id"]} <= refs
+    with (out_dir / "ground_truth.csv").open() as f:
+        assert f.readline() == "query_id,reference_id\n"
+
+
+def test_roles_use_disjoint_sources(sources: list[Path], out_dir: Path) -> None:
+    """Distractor and training sources never appear among the references (by pixels too)."""
+    by_name = {p.name: p for p in sources}
+    rows = _read_csv(out_dir / "sources.csv")
+    role_of = {}
+    for row in rows:
+        assert row["source"] not in role_of, "a source was used in two roles"
+        role_of[row["source"]] = row["role"]
+    ref_hashes = {
+        _pixel_hash(by_name[s], CFG.max_side) for s, r in role_of.items() if r == "reference"
+    }
+    others = [s for s, r in role_of.items() if r in ("distractor", "training")]
+    assert len(others) == CFG.n_distractors + CFG.n_training
+    assert not ref_hashes & {_pixel_hash(by_name[s], CFG.max_side) for s in others}
+    distractor_queries = {r["id"] for r in rows if r["role"] == "distractor"}
+    truth = {r["query_id"]: r["reference_id"] for r in _read_csv(out_dir / "ground_truth.csv")}
+    assert distractor_queries == {q for q, ref in truth.items() if not ref}
+
+
+def test_overlay_backgrounds_are_never_references(out_dir: Path) -> None:
+    refs = {r["source"] for r in _read_csv(out_dir / "sources.csv") if r["role"] == "reference"}
+    for row in _read_csv(out_dir / "edits.csv"):
+        for edit in json.loads(row["edits"]):
+            if edit["op"] == "overlay":
+                assert edit["background"] not in refs
+
+
+def test_edits_csv_is_json_with_bounded_chains(out_dir: Path) -> None:
+    rows = _read_csv(out_dir / "edits.csv")
+    truth = {r["query_id"]: r["reference_id"] for r in _read_csv(out_dir / "ground_truth.csv")}
+    assert len(rows) == len(truth)
+    for row in rows:
+        chain = json.loads(row["edits"])
+        assert row["reference_id"] == truth[row["query_id"]]
+        low = CFG.min_edits if row["reference_id"] else 0
+        assert low <= len(chain) <= CFG.max_edits
+        assert all(edit["op"] in EDITS for edit in chain)
+        assert len({edit["op"] for edit in chain}) == len(chain)  # no op twice in one chain
+
+
+@pytest.mark.parametrize("op", sorted(EDITS))
+def test_each_edit_changes_the_image(op: str) -> None:
+    img = _photo(99, (64, 48))
+    out, params = EDITS[op](img, random.Random(3))
+    assert params["op"] == op
+    assert out.mode == "RGB"
+    json.dumps(params)  # must be loggable in edits.csv
+    changed = out.size != img.size or out.tobytes() != img.tobytes()
+    assert changed, f"{op} returned the image unchanged"
+    assert EDITS[op](img, random.Random(3))[0].tobytes() == out.tobytes()  # deterministic
+
+
+def test_crop_keeps_30_to_90_percent_of_the_area() -> None:
+    img = _photo(5, (100, 80))
+    for seed in range(50):
+        _, params = synth.edit_crop(img, random.Random(seed))
+        assert 0.29 <= params["area"] <= 0.91
+
+
+def test_overlay_pastes_into_the_background() -> None:
+    img, background = _photo(1, (60, 40)), _photo(2, (120, 120))
+    out, params = synth.edit_overlay(img, random.Random(0), background)
+    x0, y0, x1, y1 = params["box"]
+    assert 0 <= x0 < x1 <= out.width and 0 <= y0 < y1 <= out.height
+    assert 0.3 <= params["scale"] <= 0.9
+
+
+def test_not_enough_sources_says_how_many(sources: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=rf"need {CFG.n_sources_needed}.*given 5"):
+        synthesize(sources[:5], tmp_path / "out", CFG)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_unreadable_sources_are_skipped_and_counted(
+    sources: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = []
+    for i in range(10):  # many, so that the seeded deal surely meets some of them
+        path = tmp_path / f"broken_{i}.jpg"
+        path.write_bytes(b"not an image")
+        broken.append(path)
+    cfg = SynthesisConfig(n_references=4, n_copy_queries=2, n_distractors=1, max_side=64)
+    summary = synthesize([*sources[:5], *broken], tmp_path / "out", cfg)
+    assert (summary.n_references, summary.n_distractors) == (4, 1)
+    assert summary.n_skipped >= 1
+    assert "broken_" in caplog.text
+    with pytest.raises(ValueError, match="need 5, given 14 of which 10 are unreadable"):
+        synthesize([*sources[:4], *broken], tmp_path / "out2", cfg)
+
+
+def test_rerun_removes_stale_outputs(sources: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    synthesize(sources, out, CFG)
+    smaller = SynthesisConfig(n_references=3, n_copy_queries=2, n_distractors=1, max_side=64)
+    synthesize(sources, out, smaller)
+    assert len(list((out / "references").iterdir())) == 3
+    assert not (out / "training").exists()
+
+
+def test_cli_writes_the_set(sources: list[Path], tmp_path: Path) -> None:
+    argv = ["--sources", str(sources[0].parent), "--out", str(tmp_path / "cli")]
+    argv += ["--references", "3", "--queries", "2", "--distractors", "1", "--max-side", "64"]
+    assert synth.main(argv) == 0
+    assert len(_read_csv(tmp_path / "cli" / "ground_truth.csv")) == 3
+    assert (
+        synth.main([*argv[:4], "--references", "99", "--queries", "1", "--distractors", "0"]) == 2
+    )
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_skimage_photos_load_offline() -> None:
+    for function in synth.SKIMAGE_PHOTOS.values():
+        photo = synth.load_skimage_photo(function)
+        assert photo.mode == "RGB" and min(photo.size) >= 256
+
+
+@pytest.mark.usefixtures("no_network")
+def test_skimage_sources_writes_distinct_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two photos keep it fast; the full set (84 tiles) takes about 2 s.
+    monkeypatch.setattr(synth, "SKIMAGE_PHOTOS", {"astronaut": "astronaut", "coffee": "coffee"})
+    paths = synth.skimage_sources(tmp_path)
+    assert len(paths) >= 10
+    assert all(p.suffix == ".png" and p.parent == tmp_path for p in paths)
+    hashes = {hashlib.sha256(Image.open(p).tobytes()).hexdigest() for p in paths}
+    assert len(hashes) == len(paths)
+    with Image.open(paths[0]) as tile:
+        assert min(tile.size) >= 128

@@ -1,0 +1,154 @@
+"""Workflow tests: configuration errors, a tiny end-to-end run, and dry-run plans that show what a
+change reruns (one new image → one shard's jobs and the merges downstream; one parameter → the
+rules that read it; a new query batch → query side only)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from workflow_helpers import photo_tiles, plan, snakemake, write_tiny_sets
+
+from copydetect.inputs import shard_index
+
+pytestmark = pytest.mark.workflow
+
+SMALL_SHARDS = {
+    "sharding": "{queries: {shard_size: 2}, references: {shard_size: 4}, training: {}}",
+    "local": "{reference_shards_per_job: 2}",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A completed run on 12 reference tiles (+2 bad files) and 5 queries, 4×4 shards."""
+    root = tmp_path_factory.mktemp("e2e")
+    config = {**write_tiny_sets(root / "data"), **SMALL_SHARDS}
+    (root / "data" / "references" / "R900000.jpg").write_bytes(b"")
+    (root / "data" / "references" / "R900001.jpg").write_text("not an image")
+    result = snakemake(root / "run", config)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return root, config
+
+
+def test_unknown_config_key_is_rejected_with_its_path(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, {"ingest": "{max_sid: 3}"}, "-n")
+    assert result.returncode != 0
+    assert "max_sid" in result.stderr and "ingest" in result.stderr
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, {"verify": "{ratio: high}"}, "-n")
+    assert result.returncode != 0
+    assert "['verify']['ratio']" in result.stderr
+
+
+def test_duplicate_ids_stop_the_run_naming_both_paths(tmp_path: Path) -> None:
+    for sub in ("a", "b"):
+        (tmp_path / "refs" / sub).mkdir(parents=True)
+        photo_tiles(1)[0].save(tmp_path / "refs" / sub / "R1.jpg")
+    config = {"queries": str(tmp_path / "refs" / "a"), "references": str(tmp_path / "refs")}
+    result = snakemake(tmp_path / "run", config, "-n")
+    assert result.returncode != 0
+    assert "duplicate image id 'R1'" in result.stderr
+    assert str(tmp_path / "refs" / "a" / "R1.jpg") in result.stderr
+    assert str(tmp_path / "refs" / "b" / "R1.jpg") in result.stderr
+
+
+def test_empty_set_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    config = {"queries": str(tmp_path / "empty"), "references": str(tmp_path / "empty")}
+    result = snakemake(tmp_path / "run", config, "-n")
+    assert result.returncode != 0
+    assert "no images" in result.stderr
+
+
+def test_end_to_end_predicts_the_copies(finished_run: tuple[Path, dict[str, str]]) -> None:
+    root, _ = finished_run
+    with open(root / "run" / "results" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["query_id", "reference_id", "score"]
+    best = {}
+    for row in rows:
+        if float(row["score"]) > best.get(row["query_id"], ("", -1.0))[1]:
+            best[row["query_id"]] = (row["reference_id"], float(row["score"]))
+    for i in range(4):
+        assert best[f"Q{i:05d}"][0] == f"R{i:06d}"
+    metrics = json.loads((root / "run" / "results" / "eval" / "metrics.json").read_text())
+    assert metrics["micro_ap"] > 0.9
+    assert (root / "run" / "results" / "eval" / "pr_curve.png").stat().st_size > 0
+
+
+def test_bad_references_are_recorded_and_the_run_completes(
+    finished_run: tuple[Path, dict[str, str]],
+) -> None:
+    root, _ = finished_run
+    summary = json.loads((root / "run" / "results" / "images" / "references" / "summary.json").read_text())
+    assert summary["n_images"] == 12 and summary["n_rejected"] == 2
+    assert summary["reasons"] == {"empty_file": 1, "not_an_image": 1}
+
+
+def test_nothing_to_do_after_a_run(finished_run: tuple[Path, dict[str, str]]) -> None:
+    root, config = finished_run
+    assert plan(root / "run", config) == []
+
+
+def test_one_new_reference_reruns_its_shard_and_the_merges(
+    finished_run: tuple[Path, dict[str, str]],
+) -> None:
+    root, config = finished_run
+    new = root / "data" / "references" / "R500000.jpg"
+    photo_tiles(20)[-1].save(new)
+    try:
+        jobs = plan(root / "run", config)
+    finally:
+        new.unlink()
+    shard = f"s{shard_index('R500000', 4):04d}"
+    group = f"g{shard_index('R500000', 4) // 2:04d}"
+    query_shards = [f"s{i:04d}" for i in range(4)]
+    expected = sorted(
+        [
+            ("all", ""),
+            ("evaluate", ""),
+            ("fuse", ""),
+            ("ingest", f"set=references, shard={shard}"),
+            ("sift", f"set=references, shard={shard}"),
+            ("summarize_ingest", "set=references"),
+            *(("local_search", f"shard={q}, group={group}") for q in query_shards),
+            *(("local_candidates", f"shard={q}") for q in query_shards),
+            *(("verify", f"shard={q}") for q in query_shards),
+        ]
+    )
+    assert jobs == expected
+
+
+def test_changed_verify_parameter_reruns_verify_and_what_follows(
+    finished_run: tuple[Path, dict[str, str]],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "verify": "{ratio: 0.7}"})
+    assert sorted({rule for rule, _ in jobs}) == ["all", "evaluate", "fuse", "verify"]
+
+
+def test_changed_candidate_threshold_does_not_rerun_the_search(
+    finished_run: tuple[Path, dict[str, str]],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "local": "{reference_shards_per_job: 2, min_votes: 3}"})
+    rules = sorted({rule for rule, _ in jobs})
+    assert rules == ["all", "evaluate", "fuse", "local_candidates", "verify"]
+
+
+def test_new_query_batch_reuses_the_reference_side(
+    finished_run: tuple[Path, dict[str, str]],
+) -> None:
+    root, config = finished_run
+    batch = root / "batch2"
+    shutil.copytree(root / "data" / "queries", batch)
+    (batch / "Q00000.jpg").rename(batch / "Q10000.jpg")
+    jobs = plan(root / "run", {**config, "queries": str(batch), "ground_truth": ""})
+    assert not [job for job in jobs if "set=references" in job[1]]
+    assert ("ingest", "set=queries, shard=s" + f"{shard_index('Q10000', 4):04d}") in jobs

@@ -1,0 +1,90 @@
+"""Run the workflow from tests: tiny image sets, dry-run plans parsed into (rule, wildcards)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+Job = tuple[str, str]  # (rule, "key=value, ..." wildcards or "")
+
+
+def photo_tiles(n: int, size: int = 160) -> list[Image.Image]:
+    """Distinct real-photo tiles: non-overlapping crops of scikit-image's sample photographs."""
+    from skimage import data
+
+    tiles = []
+    for photo in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket()):
+        h, w = photo.shape[:2]
+        for y in range(0, h - size + 1, size):
+            for x in range(0, w - size + 1, size):
+                tiles.append(Image.fromarray(np.ascontiguousarray(photo[y : y + size, x : x + size])))
+    if len(tiles) < n:
+        raise ValueError(f"only {len(tiles)} tiles")
+    return tiles[:n]
+
+
+def write_tiny_sets(root: Path, n_references: int = 12, n_copies: int = 4) -> dict[str, str]:
+    """References = photo tiles; queries = rotated/cropped/flipped copies of the first ones plus
+    one distractor tile kept out of the references. Returns the config overrides."""
+    tiles = photo_tiles(n_references + 1)
+    (root / "references").mkdir(parents=True)
+    (root / "queries").mkdir()
+    for i, tile in enumerate(tiles[:n_references]):
+        tile.save(root / "references" / f"R{i:06d}.jpg", quality=95)
+    gt = ["query_id,reference_id"]
+    for i in range(n_copies):
+        copy = tiles[i].rotate(8 * (i + 1), expand=True).crop((10, 10, 160, 150))
+        if i % 2:
+            copy = ImageOps.mirror(copy)
+        copy.save(root / "queries" / f"Q{i:05d}.jpg", quality=80)
+        gt.append(f"Q{i:05d},R{i:06d}")
+    tiles[n_references].save(root / "queries" / f"Q{n_copies:05d}.jpg")
+    gt.append(f"Q{n_copies:05d},")
+    (root / "ground_truth.csv").write_text("\n".join(gt) + "\n")
+    return {
+        "queries": str(root / "queries"),
+        "references": str(root / "references"),
+        "ground_truth": str(root / "ground_truth.csv"),
+    }
+
+
+def snakemake(workdir: Path, config: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile in ``workdir`` with ``config`` overrides."""
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+        "--config",
+        *(f"{key}={value}" for key, value in config.items()),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+
+def plan(workdir: Path, config: dict[str, str], *args: str) -> list[Job]:
+    """The jobs a dry run would execute, as sorted (rule, wildcards) pairs."""
+    result = snakemake(workdir, config, "-n", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.append((match.group(1), wildcards.group(1) if wildcards else ""))
+    return sorted(jobs)
