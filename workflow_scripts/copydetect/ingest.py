@@ -264,24 +264,36 @@ def _check_path(path: str) -> None:
 def _pillow_limits(max_pixels: int) -> Iterator[None]:
     """Set Pillow's process-wide safety switches for one image, then restore them.
 
-    Pillow's own bomb check (run at open and inside some decoders, e.g. GIF frames, TIFF tiles)
-    uses our limit and raises instead of warning, so it is classified like our header check;
-    truncated files must fail rather than decode to gray.
+    Pillow's own bomb check inside decoders (GIF frames, TIFF tiles ...) uses our limit and
+    raises instead of warning, so it is classified like our header check; truncated files must
+    fail rather than decode with their missing part filled in.
     """
-    saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+    with (
+        _swapped(Image, "MAX_IMAGE_PIXELS", max_pixels),
+        _swapped(ImageFile, "LOAD_TRUNCATED_IMAGES", False),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _swapped(module: object, name: str, value: object) -> Iterator[None]:
+    saved = getattr(module, name)
+    setattr(module, name, value)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+        setattr(module, name, saved)
 
 
 def _identify(fh: IO[bytes], params: IngestParams) -> ImageFile.ImageFile:
     """Open lazily (header only) and apply every check that needs no pixel data."""
     try:
-        im = Image.open(fh)
+        # Pillow's check at open would pre-empt ours (below) with a message quoting twice the
+        # limit; opening only parses the header, so no pixels are allocated either way.
+        with _swapped(Image, "MAX_IMAGE_PIXELS", None):
+            im = Image.open(fh)
     except UnidentifiedImageError:
         fh.seek(0)
         head = fh.read(16)

@@ -15,7 +15,7 @@ from copydetect.shards import read_shard_ids
 
 
 @dataclass
-class IngestSummary:
+class ImageSetSummary:
     """Counts of one image set after ingest; ``reasons`` counts rejects by reason code."""
 
     n_shards: int = 0
@@ -34,9 +34,9 @@ def summarize_shards(
     shards: Sequence[str | os.PathLike],
     reject_tables: Sequence[str | os.PathLike],
     merged_rejects: str | os.PathLike,
-) -> IngestSummary:
+) -> ImageSetSummary:
     """Count images per shard and merge the reject tables (``id,path,reason``) into one."""
-    summary = IngestSummary(n_shards=len(shards))
+    summary = ImageSetSummary(n_shards=len(shards))
     for shard in shards:
         n = len(read_shard_ids(shard))
         summary.images_per_shard[Path(shard).stem] = n
@@ -55,7 +55,7 @@ def summarize_shards(
     return summary
 
 
-def write_summary(summary: IngestSummary, path: str | os.PathLike) -> None:
+def write_summary(summary: ImageSetSummary, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(asdict(summary), indent=2, sort_keys=True) + "\n")
 
