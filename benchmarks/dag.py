@@ -48,10 +48,19 @@ def dry_run(references: Path, queries: Path, workdir: Path) -> tuple[float, floa
     """Wall seconds, peak RSS (MiB) and job count of one ``snakemake -n`` planning run."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(ROOT / ".venv" / "bin" / "snakemake"), "-n", "--quiet", "rules",
-        "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(ROOT / "config" / "config.yaml"),
-        "--config", f"references={references}", f"queries={queries}",
+        str(ROOT / ".venv" / "bin" / "snakemake"),
+        "-n",
+        "--quiet",
+        "rules",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        "--config",
+        f"references={references}",
+        f"queries={queries}",
     ]
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -60,7 +69,9 @@ def dry_run(references: Path, queries: Path, workdir: Path) -> tuple[float, floa
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0:
         sys.exit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    jobs = sum(int(line.split()[-1]) for line in proc.stdout.splitlines() if line.startswith("total"))
+    jobs = sum(
+        int(line.split()[-1]) for line in proc.stdout.splitlines() if line.startswith("total")
+    )
     return wall, max(peak, before) / 1024, jobs
 
 

@@ -12,6 +12,7 @@ rule local_search:
         f"{RESULTS}/benchmarks/local_search/{{shard}}/{{group}}.tsv"
     conda:
         "../envs/gpu.yaml"
+    threads: 4
     resources:
         gpu=1,
     params:
@@ -33,7 +34,7 @@ rule local_candidates:
     conda:
         "../envs/cpu.yaml"
     params:
-        local=local_search_params(),
+        local=local_vote_params(),
         candidates=local_candidate_params(),
     script:
         "../workflow_scripts/local_candidates.py"

@@ -1,0 +1,464 @@
+"""Local-descriptor search: exact k-NN, exact merges (sharded == unsharded), votes, candidates."""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from copydetect import local_search
+from copydetect.local_search import (
+    VOTE_COLUMNS,
+    LocalSearchParams,
+    Neighbors,
+    QueryLayout,
+    count_votes,
+    descriptor_knn,
+    merge_neighbors,
+    merge_topk,
+    read_neighbors,
+    search_group,
+    select_candidates,
+    vote_mask,
+    write_neighbors,
+)
+from copydetect.shards import SiftFeatures, read_sift_shard, write_sift_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "workflow_scripts"
+
+
+# --- synthetic SIFT data ------------------------------------------------------------------------
+
+
+def random_features(rng: np.random.Generator, image_id: str, n: int) -> SiftFeatures:
+    keypoints = (rng.random((n, 4)) * 100).astype(np.float32)
+    descriptors = rng.integers(0, 256, (n, 128), dtype=np.uint8)
+    return SiftFeatures(image_id, keypoints, descriptors, (100, 100))
+
+
+def noisy_copy(
+    rng: np.random.Generator, source: SiftFeatures, image_id: str, keep: float = 0.6
+) -> SiftFeatures:
+    """A query that shares a subset of ``source``'s descriptors, each shifted by small noise."""
+    rows = np.sort(rng.choice(len(source.descriptors), int(keep * len(source.descriptors)), False))
+    noise = rng.integers(-3, 4, (len(rows), 128))
+    desc = np.clip(source.descriptors[rows].astype(np.int64) + noise, 0, 255).astype(np.uint8)
+    return SiftFeatures(image_id, source.keypoints[rows], desc, source.image_size)
+
+
+def brute_force(query: np.ndarray, ref: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact oracle in int64: squared L2, ties by smaller reference row, (inf, -1) padding."""
+    dist = ((query[:, None, :].astype(np.int64) - ref[None, :, :].astype(np.int64)) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(len(ref)), dist.shape), dist), axis=-1)[:, :k]
+    d = np.take_along_axis(dist, order, -1).astype(np.float32)
+    pad = k - order.shape[1]
+    d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+    i = np.pad(order.astype(np.int64), ((0, 0), (0, pad)), constant_values=-1)
+    return d, i
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """30 references in 3 shards (+ the same 30 in one shuffled shard), 12 planted queries.
+
+    ``r16`` is an exact duplicate of ``r05`` (in another shard) so every descriptor copied from
+    it ties exactly; ``r09`` and ``q_empty`` have no descriptors; ``q_distractor`` copies nothing.
+    """
+    rng = np.random.default_rng(7)
+    tmp = tmp_path_factory.mktemp("local")
+    refs = [random_features(rng, f"r{i:02d}", int(rng.integers(20, 60))) for i in range(30)]
+    refs[9] = random_features(rng, "r09", 0)
+    refs[16] = SiftFeatures("r16", refs[5].keypoints, refs[5].descriptors, (100, 100))
+    shards = [tmp / "ref_a.h5", tmp / "ref_b.h5", tmp / "ref_c.h5"]
+    # Shard membership is not id order (like hash sharding), and r05 / r16 are split.
+    members = [[r for i, r in enumerate(refs) if i % 3 == s] for s in range(3)]
+    for path, feats in zip(shards, members, strict=True):
+        write_sift_shard(path, feats[::-1])
+    unsharded = tmp / "ref_all.h5"
+    write_sift_shard(unsharded, [refs[i] for i in rng.permutation(30)])
+    planted = {f"q{i:02d}": f"r{j:02d}" for i, j in enumerate([1, 4, 5, 8, 12, 13, 22, 29])}
+    queries = [noisy_copy(rng, refs[int(r[1:])], q) for q, r in planted.items()]
+    queries += [random_features(rng, "q_distractor", 40), random_features(rng, "q_empty", 0)]
+    query_path = tmp / "queries.h5"
+    write_sift_shard(query_path, queries)
+    return SimpleNamespace(
+        tmp=tmp,
+        refs=refs,
+        shards=shards,
+        unsharded=unsharded,
+        queries=query_path,
+        planted=planted,
+        layout=QueryLayout.from_features(read_sift_shard(query_path)),
+    )
+
+
+def assert_same_neighbors(a: Neighbors, b: Neighbors) -> None:
+    assert a.ref_ids == b.ref_ids
+    assert a.ref_shards == b.ref_shards
+    for name in ("distances", "ref_index", "ref_keypoint"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes(), name
+
+
+# --- k-NN ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_descriptor_knn_equals_brute_force_with_ties(k: int) -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (300, 128), dtype=np.uint8)
+    ref[200:210] = ref[10:20]  # exact duplicates: ties must go to the smaller row
+    query = np.concatenate([ref[5:25], rng.integers(0, 256, (50, 128), dtype=np.uint8)])
+    dist, idx = descriptor_knn(query, ref, LocalSearchParams(k=k))
+    want_d, want_i = brute_force(query, ref, k)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(idx, want_i)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64
+
+
+def test_fewer_reference_descriptors_than_k_are_padded() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 256, (2, 128), dtype=np.uint8)
+    query = rng.integers(0, 256, (3, 128), dtype=np.uint8)
+    dist, idx = descriptor_knn(query, ref, LocalSearchParams(k=5))
+    want_d, want_i = brute_force(query, ref, 5)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(idx, want_i)
+    assert np.isinf(dist[:, 2:]).all() and (idx[:, 2:] == -1).all()
+
+
+def test_empty_query_or_reference() -> None:
+    some = np.ones((4, 128), dtype=np.uint8)
+    none = np.zeros((0, 128), dtype=np.uint8)
+    dist, idx = descriptor_knn(none, some, LocalSearchParams(k=2))
+    assert dist.shape == idx.shape == (0, 2)
+    dist, idx = descriptor_knn(some, none, LocalSearchParams(k=2))
+    assert np.isinf(dist).all() and (idx == -1).all() and idx.shape == (4, 2)
+
+
+class _LargestIdFirst:
+    """A fake index that cuts ties the wrong way (largest id first), like a GPU k-select may."""
+
+    def __init__(self, ref: np.ndarray) -> None:
+        self.ref = ref.astype(np.int64)
+
+    def search(self, x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        dist = ((x[:, None, :].astype(np.int64) - self.ref[None]) ** 2).sum(-1)
+        order = np.lexsort((-np.arange(len(self.ref))[None].repeat(len(x), 0), dist), axis=-1)
+        order = order[:, :width]
+        return np.take_along_axis(dist, order, -1).astype(np.float32), order
+
+
+def test_ties_at_the_kth_place_are_widened_until_seen_whole() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.integers(0, 256, (200, 128), dtype=np.uint8)
+    ref[100:140] = ref[3]  # 41 identical descriptors: the tie needs several widenings
+    query = ref[[3, 7, 50]].astype(np.float32)
+    searcher = local_search._Searcher(_LargestIdFirst(ref), max_k=len(ref))
+    dist, idx = local_search._tie_safe_topk(searcher, query, 3, len(ref))
+    want_d, want_i = brute_force(query.astype(np.uint8), ref, 3)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(idx, want_i)
+    assert idx[0].tolist() == [3, 100, 101]
+
+
+def test_ivf_flat_finds_exact_copies() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 256, (4000, 128), dtype=np.uint8)
+    params = LocalSearchParams(k=1, index="ivf_flat", nlist=16, nprobe=4)
+    dist, idx = descriptor_knn(ref[:50], ref, params)
+    assert (idx[:, 0] == np.arange(50)).all() and (dist[:, 0] == 0).all()
+    # The same shard always trains the same index (seeded): identical results on a rerun.
+    again = descriptor_knn(ref[:50], ref, params)
+    np.testing.assert_array_equal(again[1], idx)
+
+
+# --- merges -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_merge_topk_of_a_split_equals_the_whole(k: int) -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 256, (120, 128), dtype=np.uint8)
+    ref[90:100] = ref[0:10]  # cross-part ties
+    query = np.concatenate([ref[:10], rng.integers(0, 256, (20, 128), dtype=np.uint8)])
+    part = rng.permutation(120) < 60
+    rows_a, rows_b = np.flatnonzero(part), np.flatnonzero(~part)
+    d_a, i_a = descriptor_knn(query, ref[rows_a], LocalSearchParams(k=k))
+    d_b, i_b = descriptor_knn(query, ref[rows_b], LocalSearchParams(k=k))
+    # Back to global rows (the global key); missing stays -1.
+    g_a, g_b = np.where(i_a >= 0, rows_a[i_a], -1), np.where(i_b >= 0, rows_b[i_b], -1)
+    dist, idx = merge_topk(d_a, g_a, d_b, g_b, k)
+    want_d, want_i = brute_force(query, ref, k)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_array_equal(merge_topk(d_b, g_b, d_a, g_a, k)[1], idx)  # symmetric
+
+
+def test_merge_topk_breaks_ties_by_key_and_pads() -> None:
+    inf = np.inf
+    d_a, i_a = np.array([[1.0, 5.0]], np.float32), np.array([[9, 4]])
+    d_b, i_b = np.array([[1.0, inf]], np.float32), np.array([[2, -1]])
+    dist, idx = merge_topk(d_a, i_a, d_b, i_b, 3)
+    assert idx.tolist() == [[2, 9, 4]] and dist.tolist() == [[1.0, 1.0, 5.0]]
+    dist, idx = merge_topk(d_b[:, :1], i_b[:, :1], d_b[:, :0], i_b[:, :0], 3)
+    assert idx.tolist() == [[2, -1, -1]] and np.isinf(dist[0, 1:]).all()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sharded_grouped_search_equals_unsharded_bit_for_bit(
+    dataset: SimpleNamespace, k: int
+) -> None:
+    params = LocalSearchParams(k=k)
+    whole = search_group(dataset.queries, [dataset.unsharded], params)
+    a, b, c = dataset.shards
+    # Two groups, written and read back as the workflow does; the group order must not matter.
+    files = []
+    for name, group in (("g1", [c, a]), ("g0", [b])):
+        path = dataset.tmp / f"neighbors_{name}_k{k}.h5"
+        write_neighbors(path, search_group(dataset.queries, group, params))
+        files.append(path)
+    merged = merge_neighbors((read_neighbors(p) for p in files), k)
+    assert merged.n == dataset.layout.n_descriptors
+    # Unsharded names its one shard differently: compare everything else, then the shards.
+    renamed = Neighbors(
+        whole.ref_ids, merged.ref_shards, whole.distances, whole.ref_index, whole.ref_keypoint
+    )
+    assert_same_neighbors(merged, renamed)
+    pd.testing.assert_frame_equal(
+        count_votes(dataset.layout, merged, params).drop(columns="reference_shard"),
+        count_votes(dataset.layout, whole, params).drop(columns="reference_shard"),
+    )
+    owner = {r.id: p.stem for p in dataset.shards for r in read_sift_shard(p)}
+    assert merged.ref_shards == [owner[r] for r in merged.ref_ids]
+
+
+def test_exact_duplicate_references_tie_to_the_smaller_id(dataset: SimpleNamespace) -> None:
+    params = LocalSearchParams(k=2)
+    # r16's shard (ref_b) is searched before r05's (ref_c): the merge, not the order, decides.
+    nb = search_group(dataset.queries, dataset.shards, params)
+    layout = dataset.layout
+    q = layout.ids.index("q02")  # planted copy of r05 == r17
+    rows = slice(layout.offsets[q], layout.offsets[q + 1])
+    first = [nb.ref_ids[i] for i in nb.ref_index[rows, 0]]
+    second = [nb.ref_ids[i] for i in nb.ref_index[rows, 1]]
+    assert set(first) == {"r05"} and set(second) == {"r16"}
+    np.testing.assert_array_equal(nb.distances[rows, 0], nb.distances[rows, 1])
+
+
+def test_neighbors_file_roundtrip_is_atomic(tmp_path: Path) -> None:
+    nb = Neighbors(
+        ["ré", "x"],
+        ["s0", "s1"],
+        np.array([[0.0, np.inf]], np.float32),
+        np.array([[1, -1]], np.int32),
+        np.array([[7, -1]], np.int32),
+    )
+    path = tmp_path / "out" / "n.h5"
+    write_neighbors(path, nb)
+    assert_same_neighbors(read_neighbors(path), nb)
+    assert [p.name for p in path.parent.iterdir()] == ["n.h5"]
+
+
+def test_merge_neighbors_rejects_mismatched_inputs() -> None:
+    def one(ref_id: str, shard: str, n: int = 1) -> Neighbors:
+        z = np.zeros((n, 1), np.int32)
+        return Neighbors([ref_id], [shard], np.zeros((n, 1), np.float32), z, z)
+
+    with pytest.raises(ValueError, match="disagree"):
+        merge_neighbors([one("r", "s"), one("q", "s", n=2)], 1)
+    with pytest.raises(ValueError, match="in shards"):
+        merge_neighbors([one("r", "s0"), one("r", "s1")], 1)
+    with pytest.raises(ValueError, match="at least one"):
+        merge_neighbors([], 1)
+
+
+# --- votes and candidates -----------------------------------------------------------------------
+
+
+def test_votes_pick_the_planted_reference(dataset: SimpleNamespace) -> None:
+    params = LocalSearchParams()
+    nb = search_group(dataset.queries, dataset.shards, params)
+    votes = count_votes(dataset.layout, nb, params)
+    assert list(votes.columns) == VOTE_COLUMNS
+    # The distractor's 40 descriptors still have 1-NNs: a few scattered votes, never 8.
+    assert votes[votes.query_id == "q_distractor"].votes.max() < 8
+    candidates = select_candidates(votes, candidates_per_query=3, min_votes=8)
+    top = candidates.groupby("query_id").head(1).set_index("query_id")["reference_id"]
+    assert top.to_dict() == dataset.planted  # the distractor and the empty query get none
+    # Random descriptors are ~1100 apart, noisy copies ~30: a distance cap silences distractors.
+    capped = count_votes(dataset.layout, nb, LocalSearchParams(max_distance=200.0))
+    assert set(capped.query_id) == set(dataset.planted)
+    q01 = votes[(votes.query_id == "q01") & (votes.reference_id == "r04")].iloc[0]
+    n_q01 = int(np.diff(dataset.layout.offsets)[dataset.layout.ids.index("q01")])
+    assert q01.votes == n_q01 and q01.distinct_ref_keypoints == n_q01
+    assert q01.reference_shard == "ref_b" and 0 < q01.mean_distance < 40
+
+
+def test_empty_query_shard(tmp_path: Path, dataset: SimpleNamespace) -> None:
+    empty = tmp_path / "empty.h5"
+    write_sift_shard(empty, [])
+    params = LocalSearchParams(k=2)
+    nb = search_group(empty, dataset.shards, params)
+    assert nb.distances.shape == (0, 2) and nb.ref_ids == []
+    write_neighbors(tmp_path / "n.h5", nb)
+    merged = merge_neighbors([read_neighbors(tmp_path / "n.h5")], 2)
+    votes = count_votes(QueryLayout.from_features([]), merged, params)
+    assert list(votes.columns) == VOTE_COLUMNS and votes.empty
+    assert select_candidates(votes, 5, 1).empty
+
+
+def test_empty_reference_shards_in_a_group(tmp_path: Path, dataset: SimpleNamespace) -> None:
+    empty, blank = tmp_path / "ref_empty.h5", tmp_path / "ref_blank.h5"
+    write_sift_shard(empty, [])
+    write_sift_shard(blank, [random_features(np.random.default_rng(0), f"z{i}", 0) for i in (1, 2)])
+    params = LocalSearchParams(k=2)
+    alone = search_group(dataset.queries, [empty, blank], params)
+    assert alone.ref_ids == [] and (alone.ref_index == -1).all()
+    assert np.isinf(alone.distances).all()
+    assert_same_neighbors(
+        search_group(dataset.queries, [empty, dataset.shards[0], blank], params),
+        search_group(dataset.queries, [dataset.shards[0]], params),
+    )
+    assert count_votes(dataset.layout, alone, params).empty
+
+
+def test_count_votes_checks_the_row_count(dataset: SimpleNamespace) -> None:
+    nb = search_group(dataset.queries, dataset.shards[:1], LocalSearchParams())
+    layout = QueryLayout(dataset.layout.ids[:1], dataset.layout.offsets[:2])
+    with pytest.raises(ValueError, match="descriptors"):
+        count_votes(layout, nb, LocalSearchParams())
+
+
+def test_vote_filters_max_distance_and_distinct_reference_ratio() -> None:
+    nb = Neighbors(
+        ["a", "b"],
+        ["s", "s"],
+        np.array([[4, 9], [4, 5], [100, 400], [1, 2], [0, np.inf]], np.float32),  # squared
+        np.array([[0, 0], [0, 1], [1, 0], [0, 1], [1, -1]], np.int32),
+        np.zeros((5, 2), np.int32),
+    )
+    assert vote_mask(nb, LocalSearchParams(k=2)).tolist() == [True] * 5
+    assert vote_mask(nb, LocalSearchParams(k=2, max_distance=3.0)).tolist() == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    # L2 ratios: row 0 both neighbours in "a" (passes), row 1 2/√5 = 0.89, row 2 10/20,
+    # row 3 1/√2 = 0.71, row 4 nothing else kept (passes).
+    assert vote_mask(nb, LocalSearchParams(k=2, ratio=0.8)).tolist() == [
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert vote_mask(nb, LocalSearchParams(k=2, ratio=0.6)).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+
+
+def test_candidates_order_ties_and_min_votes() -> None:
+    rows = [
+        ("q1", "r3", "s", 5, 4, 10.0),
+        ("q1", "r1", "s", 5, 4, 10.0),  # full tie with r3: smaller id first
+        ("q1", "r2", "s", 5, 5, 30.0),  # more distinct keypoints beats distance
+        ("q1", "r4", "s", 5, 4, 5.0),  # same votes and keypoints, closer
+        ("q1", "r5", "s", 9, 1, 90.0),  # most votes first
+        ("q1", "r6", "s", 1, 1, 1.0),  # below min_votes
+        ("q0", "r9", "s", 2, 2, 1.0),
+        ("q2", "r1", "s", 1, 1, 1.0),  # only weak votes: no candidate
+    ]
+    votes = pd.DataFrame(rows, columns=VOTE_COLUMNS)
+    got = select_candidates(votes, candidates_per_query=4, min_votes=2)
+    assert list(zip(got.query_id, got.reference_id, strict=True)) == [
+        ("q0", "r9"),
+        ("q1", "r5"),
+        ("q1", "r2"),
+        ("q1", "r4"),
+        ("q1", "r1"),
+    ]
+    assert list(got.columns) == VOTE_COLUMNS
+
+
+# --- parameters and rule scripts ----------------------------------------------------------------
+
+
+def test_params_accept_the_config_section_and_reject_unknown_keys() -> None:
+    local = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["local"]
+    skip = {"reference_shards_per_job", "candidates_per_query", "min_votes"}
+    params = LocalSearchParams.from_mapping({k: v for k, v in local.items() if k not in skip})
+    assert params.k >= 1
+    with pytest.raises(ValueError, match="unknown"):
+        LocalSearchParams.from_mapping({"kk": 1})
+    with pytest.raises(ValueError, match="pq_m"):
+        LocalSearchParams(index="ivf_pq", pq_m=5)
+
+
+def run_script(name: str, snakemake: SimpleNamespace) -> None:
+    """Run a rule script as Snakemake would (a global ``snakemake``), restoring stderr."""
+    saved, root = sys.stderr, logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers = []  # so the script's basicConfig takes effect, as in a fresh process
+    try:
+        runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": snakemake})
+    finally:
+        if sys.stderr is not saved:
+            sys.stderr.close()
+        sys.stderr = saved
+        root.handlers, root.level = handlers, level
+
+
+def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> None:
+    local = {"k": 1, "index": "flat", "use_gpu": "never", "max_distance": None}
+    neighbor_files = []
+    for name, group in (("g0", dataset.shards[:2]), ("g1", dataset.shards[2:])):
+        out = tmp_path / "search" / f"{name}.h5"
+        run_script(
+            "local_search_block.py",
+            SimpleNamespace(
+                input=SimpleNamespace(
+                    queries=str(dataset.queries), references=list(map(str, group))
+                ),
+                output=SimpleNamespace(neighbors=str(out)),
+                params=SimpleNamespace(local=local),
+                log=[str(tmp_path / f"search_{name}.log")],
+                threads=1,
+            ),
+        )
+        neighbor_files.append(str(out))
+    assert "peak RSS" in (tmp_path / "search_g0.log").read_text()
+    run_script(
+        "local_candidates.py",
+        SimpleNamespace(
+            input=SimpleNamespace(queries=str(dataset.queries), neighbors=neighbor_files),
+            output=SimpleNamespace(
+                votes=str(tmp_path / "votes.csv"), candidates=str(tmp_path / "cand.csv")
+            ),
+            params=SimpleNamespace(
+                local=local, candidates={"candidates_per_query": 2, "min_votes": 8}
+            ),
+            log=[str(tmp_path / "cand.log")],
+            threads=1,
+        ),
+    )
+    candidates = pd.read_csv(tmp_path / "cand.csv")
+    assert list(candidates.columns) == VOTE_COLUMNS
+    top = candidates.groupby("query_id").head(1).set_index("query_id")["reference_id"]
+    assert top.to_dict() == dataset.planted
+    assert len(pd.read_csv(tmp_path / "votes.csv")) >= len(candidates)

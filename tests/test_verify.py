@@ -1,0 +1,232 @@
+"""Pair verification: ratio test, RANSAC with degenerate-fit rejection, flips, candidate tables."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+
+from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
+from copydetect.sift import SiftParams, extract_sift, sift_shard
+from copydetect.verify import (
+    VerifyParams,
+    fit_geometry,
+    flipped_features,
+    ratio_test_matches,
+    read_table,
+    verify_candidates,
+    verify_pair,
+)
+
+SIFT = SiftParams()
+VERIFY = VerifyParams()
+
+
+def edited_copy(rgb: np.ndarray, angle: float = 15.0, scale: float = 0.7) -> np.ndarray:
+    """Rotate about the center, crop away the borders unevenly, and rescale."""
+    h, w = rgb.shape[:2]
+    rotation = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rotated = cv2.warpAffine(rgb, rotation, (w, h), borderMode=cv2.BORDER_REFLECT)
+    cropped = rotated[h // 10 : h - h // 20, w // 8 : w - w // 30]
+    return cv2.resize(cropped, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def features(keypoints: np.ndarray, descriptors: np.ndarray, image_id: str = "x") -> SiftFeatures:
+    """Hand-made features: positions ``[n, 2]`` padded to x, y, size, angle."""
+    kp = np.zeros((len(keypoints), 4), np.float32)
+    kp[:, :2] = keypoints
+    return SiftFeatures(image_id, kp, descriptors.astype(np.uint8), (300, 300))
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return {
+        "astronaut": skimage.data.astronaut(),
+        "coffee": skimage.data.coffee(),
+        "rocket": skimage.data.rocket(),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(photos) -> SiftFeatures:
+    return extract_sift(photos["astronaut"], SIFT, "R_astronaut")
+
+
+def test_edited_copy_verifies_and_unrelated_does_not(photos, reference) -> None:
+    copy = extract_sift(edited_copy(photos["astronaut"]), SIFT, "Q")
+    evidence = verify_pair(copy, reference, VERIFY)
+    assert evidence.inliers >= 20 and not evidence.flipped
+    # The fit recovers the edit: the copy was scaled by 0.7 (× 300/512 vs 300/~430 shrink).
+    assert 0.6 < evidence.scale < 1.1
+    for name in ("coffee", "rocket"):
+        unrelated = extract_sift(photos[name], SIFT, name)
+        assert verify_pair(unrelated, reference, VERIFY).inliers <= 5
+
+
+def test_homography_method_also_verifies(photos, reference) -> None:
+    copy = extract_sift(edited_copy(photos["astronaut"]), SIFT, "Q")
+    evidence = verify_pair(copy, reference, VerifyParams(method="homography"))
+    assert evidence.inliers >= 20
+
+
+def test_mirrored_copy_verifies_only_through_the_flip(photos, reference) -> None:
+    mirrored = np.ascontiguousarray(edited_copy(photos["astronaut"], angle=-10)[:, ::-1])
+    query = extract_sift(mirrored, SIFT, "Q")
+    without = verify_pair(query, reference, VERIFY)
+    with_flip = verify_pair(query, reference, VERIFY, flipped_features(mirrored, SIFT, "Q"))
+    assert without.inliers < 10
+    assert with_flip.flipped and with_flip.inliers >= 20
+    off = VerifyParams(try_flip=False)
+    assert verify_pair(query, reference, off, flipped_features(mirrored, SIFT)) == without
+
+
+def test_verification_is_reproducible(photos, reference) -> None:
+    copy = extract_sift(edited_copy(photos["astronaut"], angle=30), SIFT, "Q")
+    assert verify_pair(copy, reference, VERIFY) == verify_pair(copy, reference, VERIFY)
+
+
+def test_ratio_test_handles_tiny_reference_sets() -> None:
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 255, (5, 128)).astype(np.uint8)
+    for n in (0, 1):
+        assert ratio_test_matches(q, q[:n], 0.8).shape == (0, 2)
+    assert ratio_test_matches(q[:0], q, 0.8).shape == (0, 2)
+    # Every descriptor is its own nearest neighbour, far closer than any other.
+    np.testing.assert_array_equal(ratio_test_matches(q, q, 0.8), np.stack([np.arange(5)] * 2, 1))
+
+
+def test_matches_onto_one_reference_keypoint_count_once() -> None:
+    """A repeated pattern: 30 query keypoints all match the same reference keypoint."""
+    rng = np.random.default_rng(1)
+    pattern = rng.integers(0, 255, 128)
+    others = rng.integers(0, 255, (20, 128))
+    ref = features(rng.uniform(50, 250, (21, 2)), np.vstack([pattern, others]))
+    # Query keypoints within 3 px of each other: a shift maps all of them within RANSAC's
+    # threshold of the single reference keypoint, so RANSAC alone counts 30 inliers.
+    query_xy = 100 + rng.uniform(0, 3, (30, 2))
+    query = features(query_xy, np.tile(pattern, (30, 1)))
+    matches = ratio_test_matches(query.descriptors, ref.descriptors, 0.8)
+    assert len(matches) == 30 and (matches[:, 1] == 0).all()
+    fit = fit_geometry(query.keypoints, ref.keypoints, matches, VERIFY)
+    assert fit.raw_inliers == 30 and fit.inliers <= 1
+
+
+def test_exact_similarity_is_recovered_and_scale_bounds_apply() -> None:
+    rng = np.random.default_rng(2)
+    q_xy = rng.uniform(0, 300, (40, 2)).astype(np.float32)
+    matches = np.stack([np.arange(40)] * 2, axis=1)
+    for scale, accepted in ((0.5, True), (2.0, True), (0.05, False), (20.0, False)):
+        angle = math.radians(20)
+        rot = scale * np.array(
+            [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]
+        )
+        r_xy = q_xy @ rot.T + [10.0, -5.0]
+        fit = fit_geometry(
+            features(q_xy, np.zeros((40, 128))).keypoints,
+            features(r_xy, np.zeros((40, 128))).keypoints,
+            matches,
+            VERIFY,
+        )
+        if accepted:
+            assert fit.inliers == 40 and fit.scale == pytest.approx(scale, rel=1e-3)
+        else:
+            assert fit.inliers == 0 and math.isnan(fit.scale) and not fit.inlier_mask.any()
+
+
+def test_too_few_matches_are_not_fitted() -> None:
+    q = features(np.array([[0, 0], [10, 0], [0, 10]], np.float32), np.zeros((3, 128)))
+    fit = fit_geometry(q.keypoints, q.keypoints, np.stack([np.arange(3)] * 2, 1), VERIFY)
+    assert fit.inliers == 0 and fit.matrix is None
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, photos) -> dict:
+    """A query shard (2 copies + 1 mirrored copy) and two reference shards."""
+    root = tmp_path_factory.mktemp("verify")
+    queries = {
+        "Q1": edited_copy(photos["astronaut"]),
+        "Q2": edited_copy(photos["coffee"], angle=-20),
+        "Q3": np.ascontiguousarray(edited_copy(photos["rocket"], angle=5)[:, ::-1]),
+    }
+    sets = {
+        "queries": queries,
+        "s0000": {"R1": photos["astronaut"], "R2": photos["coffee"]},
+        "s0001": {"R3": photos["rocket"], "R4": skimage.data.chelsea()},
+    }
+    for name, images in sets.items():
+        records = [ImageRecord(i, jpeg_bytes(rgb), rgb.shape[1::-1]) for i, rgb in images.items()]
+        write_image_shard(root / f"images_{name}.h5", records)
+        sift_shard(root / f"images_{name}.h5", root / f"{name}.h5", SIFT)
+    return {"root": root, "references": {s: root / f"{s}.h5" for s in ("s0000", "s0001")}}
+
+
+def candidate_table() -> pd.DataFrame:
+    pairs = [(q, r) for q in ("Q3", "Q1", "Q2") for r in ("R4", "R1", "R2", "R3")]
+    shard = {"R1": "s0000", "R2": "s0000", "R3": "s0001", "R4": "s0001"}
+    return pd.DataFrame(
+        {
+            "query_id": [q for q, _ in pairs],
+            "reference_id": [r for _, r in pairs],
+            "reference_shard": [shard[r] for _, r in pairs],
+            "votes": np.arange(len(pairs)),
+        }
+    )
+
+
+def test_verify_candidates_is_independent_of_processes(shards) -> None:
+    root = shards["root"]
+    args = (root / "queries.h5", root / "images_queries.h5", shards["references"], VERIFY, SIFT)
+    one = verify_candidates(candidate_table(), *args, processes=1)
+    threads = cv2.getNumThreads()
+    try:
+        # Regression: forked workers hung when the parent's OpenCV thread pool was running.
+        cv2.setNumThreads(4)
+        cv2.resize(np.zeros((2000, 2000), np.uint8), (500, 500), interpolation=cv2.INTER_AREA)
+        two = verify_candidates(candidate_table(), *args, processes=2)
+    finally:
+        cv2.setNumThreads(threads)
+    pd.testing.assert_frame_equal(one, two)
+
+    assert list(one["query_id"]) == sorted(one["query_id"])
+    assert "votes" in one.columns and len(one) == 12
+    best = one.loc[one.groupby("query_id")["inliers"].idxmax()]
+    assert dict(zip(best["query_id"], best["reference_id"], strict=True)) == {
+        "Q1": "R1",
+        "Q2": "R2",
+        "Q3": "R3",
+    }
+    assert (best["inliers"] >= 20).all()
+    assert best.set_index("query_id")["flipped"].to_dict() == {"Q1": False, "Q2": False, "Q3": True}
+
+
+def test_verify_candidates_round_trips_through_csv(shards, tmp_path) -> None:
+    root = shards["root"]
+    pairs = verify_candidates(
+        candidate_table().head(3),
+        root / "queries.h5",
+        root / "images_queries.h5",
+        shards["references"],
+        VerifyParams(try_flip=False),
+        SIFT,
+    )
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "pairs.csv"), pairs)
+
+
+def test_read_table_keeps_ids_as_text(tmp_path) -> None:
+    (tmp_path / "c.csv").write_text("query_id,reference_id,reference_shard,votes\nNA,000123,s1,\n")
+    table = read_table(tmp_path / "c.csv")
+    assert table.loc[0, "query_id"] == "NA" and table.loc[0, "reference_id"] == "000123"
+    assert math.isnan(table.loc[0, "votes"])

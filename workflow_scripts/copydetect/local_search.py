@@ -1,0 +1,546 @@
+"""Local-descriptor retrieval of the weights-free branch (ISC2021 image-fingerprint style).
+
+Every query descriptor votes for the reference image owning its nearest reference descriptor;
+references with many votes become candidates for verification.
+
+Sharding. One ``local_search`` job per (query shard × group of reference shards) searches the
+group's shards one at a time and keeps a running top-k per query descriptor, so its memory is
+bounded by one query shard plus one reference shard, never by |R|. One ``local_candidates`` job
+per query shard folds the groups' neighbour files one at a time (memory bounded by the query
+shard × k) and turns the 1-NN into votes.
+
+Exactness. Descriptors are uint8, so squared L2 distances are integers below 128 · 255² < 2**24:
+every partial sum of faiss' ``‖q‖² + ‖r‖² − 2 q·r`` is exact in float32 whatever the summation
+order (float16 storage on GPU is lossless for 0..255 too). The only freedom left is the order of
+ties, and ties are frequent (duplicate references share descriptors exactly). Ties are broken
+everywhere by the global reference descriptor key (reference id, keypoint index): within a shard
+by storing descriptors in that order and widening the search until the tie at the k-th place is
+fully seen, across shards and groups by :func:`merge_topk`. Hence sharded == unsharded, bit for
+bit, for the exact (``flat``) index.
+
+Distances are stored squared (exact integers); ``max_distance`` and ``mean_distance`` are in plain
+L2 units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import faiss
+import h5py
+import numpy as np
+import pandas as pd
+
+from copydetect.atomic import atomic_path
+from copydetect.shards import SiftFeatures, read_shard_ids, read_sift_shard
+
+logger = logging.getLogger(__name__)
+
+DIM = 128
+SEED = 1234  # IVF / PQ k-means seed: the same shard always gets the same index
+QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and the result arrays
+ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
+TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
+GPU_MAX_K = 2048  # faiss GPU k-selection limit
+_KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
+_STR = h5py.string_dtype(encoding="utf-8")
+_INDEX_KINDS = ("flat", "ivf_flat", "ivf_pq")
+_GPU_MODES = ("auto", "never", "always")
+VOTE_COLUMNS = [
+    "query_id",
+    "reference_id",
+    "reference_shard",
+    "votes",
+    "distinct_ref_keypoints",
+    "mean_distance",
+]
+
+
+@dataclass(frozen=True)
+class LocalSearchParams:
+    """Parameters of local search and voting (the ``local`` section of the config).
+
+    ``k = 1`` is the default: a vote only needs the 1-NN, and k multiplies the neighbour files and
+    the merge work. ``ratio`` (off by default, needs ``k >= 2``) drops a vote when the 1-NN is
+    not clearly closer than the nearest descriptor of a *different* reference among the k kept:
+    it silences descriptors shared by many references (text, logos, borders). When every kept
+    neighbour belongs to the same reference the vote passes: the descriptor is distinctive.
+    """
+
+    k: int = 1
+    index: str = "flat"  # flat (exact) | ivf_flat | ivf_pq (approximate, trained per shard)
+    nlist: int = 1024  # IVF cells (capped so k-means gets >= 39 points per cell)
+    nprobe: int = 16  # IVF cells visited per query
+    pq_m: int = 32  # PQ sub-quantizers (must divide 128)
+    use_gpu: str = "auto"  # auto: GPU when faiss-gpu sees one; never; always
+    max_distance: float | None = None  # L2 (not squared); votes farther away are dropped
+    ratio: float | None = None  # distinct-reference ratio test on L2 distances; None = off
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.index not in _INDEX_KINDS:
+            raise ValueError(f"index must be one of {_INDEX_KINDS}, got {self.index!r}")
+        if self.use_gpu not in _GPU_MODES:
+            raise ValueError(f"use_gpu must be one of {_GPU_MODES}, got {self.use_gpu!r}")
+        if self.index == "ivf_pq" and DIM % self.pq_m:
+            raise ValueError(f"pq_m must divide {DIM}, got {self.pq_m}")
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> LocalSearchParams:
+        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown local search parameters: {unknown}")
+        return cls(**values)
+
+
+@dataclass
+class Neighbors:
+    """Top-k reference descriptors of every descriptor of one query shard (rows in shard order).
+
+    ``ref_ids`` is sorted and unique, so ``(ref_index, ref_keypoint)`` orders like the global key
+    (reference id, keypoint index) used to break distance ties.
+    """
+
+    ref_ids: list[str]  # references seen in the top-k, sorted
+    ref_shards: list[str]  # shard name (file stem) of each ref id
+    distances: np.ndarray  # float32 [n, k], squared L2, inf = no neighbour
+    ref_index: np.ndarray  # int32 [n, k], index into ref_ids, -1 = no neighbour
+    ref_keypoint: np.ndarray  # int32 [n, k], descriptor index within its reference, -1 = none
+
+    @property
+    def n(self) -> int:
+        return len(self.distances)
+
+    @property
+    def k(self) -> int:
+        return self.distances.shape[1]
+
+    def keys(self) -> np.ndarray:
+        """int64 [n, k] tie-break keys ordered like (reference id, keypoint); -1 = none."""
+        return _encode_keys(self.ref_index, self.ref_keypoint)
+
+
+def _encode_keys(ref_index: np.ndarray, keypoint: np.ndarray) -> np.ndarray:
+    keys = (ref_index.astype(np.int64) << _KP_BITS) | keypoint.astype(np.int64)
+    return np.where(ref_index >= 0, keys, -1)
+
+
+@dataclass(frozen=True)
+class QueryLayout:
+    """Which query image owns each descriptor row of a SIFT shard."""
+
+    ids: list[str]
+    offsets: np.ndarray  # int64 [n_images + 1]
+
+    @classmethod
+    def from_features(cls, features: Sequence[SiftFeatures]) -> QueryLayout:
+        counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls([f.id for f in features], offsets)
+
+    @property
+    def n_descriptors(self) -> int:
+        return int(self.offsets[-1])
+
+
+# --- faiss k-NN --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Searcher:
+    """A filled faiss index and what must stay alive with it (GPU resources)."""
+
+    index: Any
+    max_k: int
+    resources: Any = None
+
+
+def _gpu_wanted(params: LocalSearchParams) -> bool:
+    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if params.use_gpu == "always" and not available:
+        raise RuntimeError("local.use_gpu is 'always' but faiss sees no GPU (faiss-gpu needed)")
+    return available and params.use_gpu != "never"
+
+
+def _add_chunked(index: Any, ref: np.ndarray) -> None:
+    """Add uint8 rows as float32 a chunk at a time, so no full float32 copy coexists with the
+    index's own."""
+    for start in range(0, len(ref), ADD_CHUNK):
+        index.add(np.ascontiguousarray(ref[start : start + ADD_CHUNK], dtype=np.float32))
+
+
+def _train_ivf(ref: np.ndarray, params: LocalSearchParams) -> Any:
+    """A trained, empty CPU IVF index, or None when the shard is too small to train one."""
+    nlist = min(params.nlist, len(ref) // 39)
+    # faiss wants 39 points per centroid: nlist cells, and 256 centroids per PQ sub-quantizer.
+    min_points = 256 * 39 if params.index == "ivf_pq" else 39
+    if len(ref) < min_points:
+        logger.info("%d descriptors are too few to train %s: exact flat", len(ref), params.index)
+        return None
+    quantizer = faiss.IndexFlatL2(DIM)
+    if params.index == "ivf_flat":
+        index = faiss.IndexIVFFlat(quantizer, DIM, nlist)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, DIM, nlist, params.pq_m, 8)
+        index.pq.cp.seed = SEED
+    index.cp.seed = SEED
+    # A seeded subsample bounds the float32 training copy (k-means uses ≤ 256 points/cell).
+    n_train = min(len(ref), max(nlist, 256) * 256)
+    rows = np.sort(np.random.default_rng(SEED).choice(len(ref), n_train, replace=False))
+    index.train(np.ascontiguousarray(ref[rows], dtype=np.float32))
+    index.nprobe = params.nprobe
+    return index
+
+
+def _build_searcher(ref: np.ndarray, params: LocalSearchParams) -> _Searcher:
+    """Index the uint8 reference descriptors: exact flat by default, IVF on request, on GPU when
+    wanted (float16 storage halves GPU memory and is lossless for 0..255)."""
+    cpu_index = _train_ivf(ref, params) if params.index != "flat" else None
+    if not _gpu_wanted(params):
+        index = cpu_index if cpu_index is not None else faiss.IndexFlatL2(DIM)
+        _add_chunked(index, ref)
+        return _Searcher(index, max_k=len(ref))
+    res = faiss.StandardGpuResources()
+    if cpu_index is None:
+        config = faiss.GpuIndexFlatConfig()
+        config.useFloat16 = True
+        index = faiss.GpuIndexFlatL2(res, DIM, config)
+    else:
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = True
+        index = faiss.index_cpu_to_gpu(res, 0, cpu_index, options)
+        index.nprobe = params.nprobe
+    _add_chunked(index, ref)
+    return _Searcher(index, max_k=GPU_MAX_K, resources=res)
+
+
+def _search_sorted(searcher: _Searcher, x: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """faiss search with missing results as (inf, -1) and rows sorted by (distance, index)."""
+    dist, idx = searcher.index.search(x, width)
+    dist = np.where(idx < 0, np.float32(np.inf), dist).astype(np.float32)
+    order = np.lexsort((idx, dist), axis=-1)
+    return np.take_along_axis(dist, order, -1), np.take_along_axis(idx, order, -1).astype(np.int64)
+
+
+def _tie_safe_topk(searcher: _Searcher, x: np.ndarray, k: int, m: int) -> tuple[np.ndarray, ...]:
+    """Top-k with ties at the k-th place broken by smaller index, whatever faiss' own choice.
+
+    Searches k + 1; where the last returned distance still equals the k-th, faiss may have cut a
+    tie arbitrarily, so those rows are searched again 4× wider until the tie is seen whole.
+    """
+    out_d = np.full((len(x), k), np.inf, dtype=np.float32)
+    out_i = np.full((len(x), k), -1, dtype=np.int64)
+    rows, width = np.arange(len(x)), min(k + 1, m)
+    while len(rows):
+        still_tied = []
+        for start in range(0, len(rows), max(1, TIE_BUDGET // width)):
+            batch = rows[start : start + max(1, TIE_BUDGET // width)]
+            dist, idx = _search_sorted(searcher, x[batch], width)
+            keep = min(k, width)
+            out_d[batch, :keep], out_i[batch, :keep] = dist[:, :keep], idx[:, :keep]
+            if width < m and width > k:
+                still_tied.append(batch[(dist[:, k - 1] == dist[:, -1]) & (idx[:, -1] >= 0)])
+        rows = np.concatenate(still_tied) if still_tied else rows[:0]
+        if len(rows) and width >= searcher.max_k:
+            logger.warning("%d rows tied beyond k=%d; keeping faiss' choice", len(rows), width)
+            break
+        width = min(4 * width, m, searcher.max_k)
+    return out_d, out_i
+
+
+def descriptor_knn(
+    query_desc: np.ndarray, ref_desc: np.ndarray, params: LocalSearchParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest reference descriptors of every query descriptor.
+
+    Returns ``dist`` float32 [n, k] (squared L2, ascending, inf where fewer than k references) and
+    ``idx`` int64 [n, k] (row of ``ref_desc``, -1 where none). Ties go to the smaller row.
+    """
+    n, m, k = len(query_desc), len(ref_desc), params.k
+    dist = np.full((n, k), np.inf, dtype=np.float32)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    if n == 0 or m == 0:
+        return dist, idx
+    searcher = _build_searcher(np.asarray(ref_desc, dtype=np.uint8).reshape(-1, DIM), params)
+    for start in range(0, n, QUERY_CHUNK):
+        chunk = np.ascontiguousarray(query_desc[start : start + QUERY_CHUNK], dtype=np.float32)
+        dist[start : start + len(chunk)], idx[start : start + len(chunk)] = _tie_safe_topk(
+            searcher, chunk, k, m
+        )
+    return dist, idx
+
+
+def merge_topk(
+    D_a: np.ndarray, I_a: np.ndarray, D_b: np.ndarray, I_b: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact merge of two row-aligned top lists of disjoint items into the top k.
+
+    Rows are ordered by (distance, key) so equal distances go to the smaller global key and the
+    result does not depend on how the items were split. Missing entries are (inf, -1).
+    """
+    dist = np.concatenate([D_a, D_b], axis=1).astype(np.float32)
+    idx = np.concatenate([I_a, I_b], axis=1).astype(np.int64)
+    order = np.lexsort((idx, dist), axis=-1)[:, :k]
+    dist, idx = np.take_along_axis(dist, order, -1), np.take_along_axis(idx, order, -1)
+    if dist.shape[1] < k:  # fewer candidates than k in total: pad
+        pad = k - dist.shape[1]
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+    return dist, idx
+
+
+# --- one search job: a query shard against a group of reference shards -----------------------
+
+
+def _stack_descriptors(features: Sequence[SiftFeatures]) -> np.ndarray:
+    if not features:
+        return np.zeros((0, DIM), dtype=np.uint8)
+    return np.concatenate([f.descriptors for f in features]).astype(np.uint8).reshape(-1, DIM)
+
+
+def _group_ref_ids(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """Reference id -> shard name for a group, checking that no id is in two shards (their
+    keys would collide)."""
+    owner: dict[str, str] = {}
+    for path in paths:
+        for ref_id in read_shard_ids(path):
+            if owner.setdefault(ref_id, Path(path).stem) != Path(path).stem:
+                raise ValueError(f"reference {ref_id!r} is in shards {owner[ref_id]} and {path}")
+    return owner
+
+
+def _shard_topk(
+    query_desc: np.ndarray,
+    path: str | os.PathLike,
+    rank: Mapping[str, int],
+    params: LocalSearchParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one reference shard with results as global keys (rank of id << 32 | keypoint).
+
+    Images are stacked in id order, so a smaller row is a smaller key and the in-shard tie rule
+    of :func:`descriptor_knn` agrees with the global one.
+    """
+    features = sorted(read_sift_shard(path), key=lambda f: f.id)
+    counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    image_rank = np.array([rank[f.id] for f in features], dtype=np.int64)
+    ref_desc = _stack_descriptors(features)
+    del features  # the shard as read (keypoints too) need not live alongside the index
+    dist, idx = descriptor_knn(query_desc, ref_desc, params)
+    if len(ref_desc) == 0:  # empty shard, or only images without keypoints: nothing found
+        return dist, idx
+    image = np.searchsorted(offsets, np.maximum(idx, 0), side="right") - 1
+    keys = (image_rank[image] << _KP_BITS) | (np.maximum(idx, 0) - offsets[image])
+    return dist, np.where(idx >= 0, keys, -1)
+
+
+def search_group(
+    query_sift_path: str | os.PathLike,
+    reference_sift_paths: Sequence[str | os.PathLike],
+    params: LocalSearchParams,
+) -> Neighbors:
+    """Top-k reference descriptors of every query descriptor over a group of reference shards,
+    searched one shard at a time (memory: query shard + one reference shard)."""
+    query_desc = _stack_descriptors(read_sift_shard(query_sift_path))
+    owner = _group_ref_ids(reference_sift_paths)
+    ref_ids = sorted(owner)
+    rank = {ref_id: i for i, ref_id in enumerate(ref_ids)}
+    dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
+    keys = np.full((len(query_desc), params.k), -1, dtype=np.int64)
+    for path in reference_sift_paths:
+        start = time.perf_counter()
+        dist_s, keys_s = _shard_topk(query_desc, path, rank, params)
+        dist, keys = merge_topk(dist, keys, dist_s, keys_s, params.k)
+        logger.info("%s: searched in %.1f s", path, time.perf_counter() - start)
+    return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
+
+
+def _from_keys(
+    ref_ids: list[str], ref_shards: list[str], dist: np.ndarray, keys: np.ndarray
+) -> Neighbors:
+    """Decode keys into Neighbors keeping only the references actually seen."""
+    ref_index = np.where(keys >= 0, keys >> _KP_BITS, -1)
+    keypoint = np.where(keys >= 0, keys & ((1 << _KP_BITS) - 1), -1)
+    seen = np.unique(ref_index[ref_index >= 0])
+    # seen is sorted, so the compacted ids stay sorted and indices keep their order.
+    compact = np.where(ref_index >= 0, np.searchsorted(seen, ref_index), -1)
+    return Neighbors(
+        [ref_ids[i] for i in seen],
+        [ref_shards[i] for i in seen],
+        dist.astype(np.float32),
+        compact.astype(np.int32),
+        keypoint.astype(np.int32),
+    )
+
+
+# --- merging groups ----------------------------------------------------------------------------
+
+
+def _merge_two(a: Neighbors, b: Neighbors, k: int) -> Neighbors:
+    if a.n != b.n:
+        raise ValueError(f"neighbour files disagree on query descriptors: {a.n} vs {b.n}")
+    owner = dict(zip(a.ref_ids, a.ref_shards, strict=True))
+    for ref_id, shard in zip(b.ref_ids, b.ref_shards, strict=True):
+        if owner.setdefault(ref_id, shard) != shard:
+            raise ValueError(f"reference {ref_id!r} is in shards {owner[ref_id]} and {shard}")
+    ref_ids = sorted(owner)
+    rank = {ref_id: i for i, ref_id in enumerate(ref_ids)}
+
+    def rekey(nb: Neighbors) -> np.ndarray:
+        new_index = np.array([rank[r] for r in nb.ref_ids] + [-1], dtype=np.int64)
+        # Index -1 picks the trailing -1, so missing entries stay missing.
+        return _encode_keys(new_index[nb.ref_index], nb.ref_keypoint)
+
+    dist, keys = merge_topk(a.distances, rekey(a), b.distances, rekey(b), k)
+    return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
+
+
+def merge_neighbors(neighbors: Iterable[Neighbors], k: int) -> Neighbors:
+    """Global top-k over several groups' neighbours of the same query shard.
+
+    Folds one at a time, so an iterator of lazily read files keeps memory at two files.
+    """
+    merged: Neighbors | None = None
+    for nb in neighbors:
+        merged = _merge_two(merged if merged is not None else _no_neighbors(nb.n), nb, k)
+    if merged is None:
+        raise ValueError("merge_neighbors needs at least one neighbour set")
+    return merged
+
+
+def _no_neighbors(n: int) -> Neighbors:
+    """Zero neighbours for n rows: the neutral start of a fold."""
+    none = np.zeros((n, 0), dtype=np.int32)
+    return Neighbors([], [], np.zeros((n, 0), dtype=np.float32), none, none)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def write_neighbors(path: str | os.PathLike, neighbors: Neighbors) -> None:
+    """Write a neighbours file atomically (HDF5; distances are squared L2)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ref_ids", data=np.array(neighbors.ref_ids, dtype=object), dtype=_STR)
+        f.create_dataset(
+            "ref_shards", data=np.array(neighbors.ref_shards, dtype=object), dtype=_STR
+        )
+        f.create_dataset("distances", data=neighbors.distances.astype(np.float32))
+        f.create_dataset("ref_index", data=neighbors.ref_index.astype(np.int32))
+        f.create_dataset("ref_keypoint", data=neighbors.ref_keypoint.astype(np.int32))
+        f.attrs["distance"] = "squared_l2"
+
+
+def read_neighbors(path: str | os.PathLike) -> Neighbors:
+    """Read a neighbours file written by :func:`write_neighbors`."""
+    with h5py.File(path, "r") as f:
+        return Neighbors(
+            list(f["ref_ids"].asstr()[:]),
+            list(f["ref_shards"].asstr()[:]),
+            f["distances"][:],
+            f["ref_index"][:],
+            f["ref_keypoint"][:],
+        )
+
+
+# --- votes and candidates ----------------------------------------------------------------------
+
+
+def vote_mask(neighbors: Neighbors, params: LocalSearchParams) -> np.ndarray:
+    """bool [n]: which query descriptors cast a vote for their 1-NN reference."""
+    d1 = neighbors.distances[:, 0].astype(np.float64)
+    first = neighbors.ref_index[:, 0]
+    mask = first >= 0
+    if params.max_distance is not None:
+        mask &= d1 <= params.max_distance**2
+    if params.ratio is not None:
+        # Nearest kept neighbour of another reference; none in the top-k counts as infinitely far.
+        other = (neighbors.ref_index != first[:, None]) & (neighbors.ref_index >= 0)
+        d_other = np.where(other, neighbors.distances, np.inf).min(axis=1, initial=np.inf)
+        mask &= (d1 < params.ratio**2 * d_other) | np.isinf(d_other)
+    return mask
+
+
+def count_votes(
+    layout: QueryLayout, neighbors: Neighbors, params: LocalSearchParams
+) -> pd.DataFrame:
+    """Votes per (query, reference): 1-NN references of the query's descriptors that pass
+    :func:`vote_mask`, with distinct reference keypoints hit and the mean L2 distance."""
+    if layout.n_descriptors != neighbors.n:
+        raise ValueError(
+            f"query shard has {layout.n_descriptors} descriptors, neighbours {neighbors.n}"
+        )
+    owner = np.repeat(np.arange(len(layout.ids)), np.diff(layout.offsets))
+    mask = vote_mask(neighbors, params)
+    hits = pd.DataFrame(
+        {
+            "q": owner[mask],
+            "r": neighbors.ref_index[mask, 0],
+            "kp": neighbors.ref_keypoint[mask, 0],
+            "d": np.sqrt(neighbors.distances[mask, 0].astype(np.float64)),
+        }
+    )
+    grouped = hits.groupby(["q", "r"], sort=True).agg(
+        votes=("kp", "size"), distinct_ref_keypoints=("kp", "nunique"), mean_distance=("d", "mean")
+    )
+    grouped = grouped.reset_index()
+    ids, ref_ids = np.array(layout.ids, dtype=object), np.array(neighbors.ref_ids, dtype=object)
+    shards = np.array(neighbors.ref_shards, dtype=object)
+    votes = pd.DataFrame(
+        {
+            "query_id": ids[grouped["q"].to_numpy()],
+            "reference_id": ref_ids[grouped["r"].to_numpy()],
+            "reference_shard": shards[grouped["r"].to_numpy()],
+            "votes": grouped["votes"].to_numpy(np.int64),
+            "distinct_ref_keypoints": grouped["distinct_ref_keypoints"].to_numpy(np.int64),
+            "mean_distance": grouped["mean_distance"].to_numpy(np.float64),
+        }
+    )
+    return votes.sort_values(["query_id", "reference_id"], kind="stable", ignore_index=True)
+
+
+def select_candidates(
+    votes: pd.DataFrame, candidates_per_query: int, min_votes: int
+) -> pd.DataFrame:
+    """Up to ``candidates_per_query`` references per query with at least ``min_votes`` votes,
+    best first: more votes, more distinct keypoints, smaller mean distance, then reference id."""
+    kept = votes[votes["votes"] >= min_votes]
+    kept = kept.sort_values(
+        ["query_id", "votes", "distinct_ref_keypoints", "mean_distance", "reference_id"],
+        ascending=[True, False, False, True, True],
+        kind="stable",
+    )
+    top = kept.groupby("query_id", sort=False).head(candidates_per_query)
+    return top[VOTE_COLUMNS].reset_index(drop=True)
+
+
+def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write a table as CSV atomically (header always, so an empty table is a valid file)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Prefers Linux's VmHWM: ``ru_maxrss`` also counts the parent's resident size at fork/exec
+    (Linux carries it over exec), which would charge a big Snakemake parent to the job.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

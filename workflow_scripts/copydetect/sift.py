@@ -1,0 +1,188 @@
+"""SIFT stage: OpenCV SIFT keypoints with uint8 RootSIFT descriptors, one image shard at a time.
+
+Every image is converted to gray and shrunk so its short side is at most
+``SiftParams.max_short_side`` (the ISC2021 image-fingerprint baseline works at 300 px: enough
+detail for copies, and a bounded cost per image). The strongest ``max_keypoints`` keypoints by
+response are kept in a deterministic order; keypoint coordinates are those of the shrunk image.
+
+Images with fewer than ``min_keypoints`` keypoints (flat colors, tiny images) are kept with what
+they have and listed in the shard's sparse table: they are a data property, not an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+from copydetect.atomic import atomic_path
+from copydetect.shards import SiftFeatures, iter_image_records, write_sift_shard
+
+logger = logging.getLogger(__name__)
+
+# Keeps L1 normalization finite for an all-zero descriptor (it stays all-zero).
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class SiftParams:
+    """Parameters of the SIFT stage (the ``sift`` section of the config)."""
+
+    max_short_side: int = 300
+    max_keypoints: int = 600
+    min_keypoints: int = 10
+    # Half of OpenCV's 0.04: the shrunk images are small and often low-contrast (overlays,
+    # filters), and the strongest-response cap bounds the count anyway.
+    contrast_threshold: float = 0.02
+    edge_threshold: float = 10.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SiftParams:
+        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown sift parameters: {unknown}")
+        return cls(**values)
+
+
+@dataclass
+class SiftSummary:
+    """What one SIFT shard job did: image count and the sparse images with their counts."""
+
+    n_images: int = 0
+    sparse: dict[str, int] = field(default_factory=dict)  # id -> keypoint count
+
+    @property
+    def n_sparse(self) -> int:
+        return len(self.sparse)
+
+    @property
+    def sparse_ids(self) -> list[str]:
+        return list(self.sparse)
+
+
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelović & Zisserman 2012) quantized to uint8.
+
+    L1-normalize, take the square root: the result has unit L2 norm, so Euclidean distance on
+    it is the Hellinger kernel on the original histograms. Entries lie in [0, 1], so ×255 and
+    rounding fits uint8 without saturating, and ``v / 255`` has L2 norm ≈ 1.
+    """
+    desc = np.asarray(descriptors, dtype=np.float32).reshape(-1, 128)
+    desc = np.maximum(desc, 0.0)  # SIFT histograms are non-negative; guard against noise
+    l1 = desc.sum(axis=1, keepdims=True) + _EPS
+    return np.rint(np.sqrt(desc / l1) * 255.0).astype(np.uint8)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Gray uint8 [h, w] from an RGB [h, w, 3] or already gray [h, w] array."""
+    if image.ndim == 2:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def decode_gray(jpeg: bytes) -> np.ndarray:
+    """Decode stored JPEG bytes straight to gray (libjpeg skips the chroma: faster than RGB).
+
+    EXIF orientation is ignored, as in :func:`copydetect.shards.decode_rgb`: ingest already
+    applied it to the pixels.
+    """
+    buf = np.frombuffer(jpeg, dtype=np.uint8)
+    gray = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    if gray is None:
+        raise ValueError("could not decode stored JPEG")
+    return gray
+
+
+def shrink(gray: np.ndarray, max_short_side: int) -> np.ndarray:
+    """Scale down (never up) so the short side is at most ``max_short_side`` (INTER_AREA)."""
+    h, w = gray.shape[:2]
+    short = min(h, w)
+    if short <= max_short_side:
+        return gray
+    scale = max_short_side / short
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def make_detector(params: SiftParams) -> cv2.SIFT:
+    """An OpenCV SIFT detector; ``nfeatures`` makes OpenCV drop weak keypoints *before*
+    computing descriptors, which is most of the saving of the keypoint cap."""
+    return cv2.SIFT_create(
+        nfeatures=params.max_keypoints,
+        contrastThreshold=params.contrast_threshold,
+        edgeThreshold=params.edge_threshold,
+    )
+
+
+def extract_sift(
+    image: np.ndarray,
+    params: SiftParams,
+    image_id: str = "",
+    detector: cv2.SIFT | None = None,
+) -> SiftFeatures:
+    """SIFT features of an RGB or gray image, in the coordinates of the shrunk gray image.
+
+    Keypoints are sorted by response (descending), then x, y, size, angle, and cut to
+    ``max_keypoints``: OpenCV keeps all keypoints tied at its cut-off response and its
+    multi-threaded detection may emit them in any order, so the sort makes output deterministic.
+    """
+    gray = shrink(to_gray(image), params.max_short_side)
+    detector = detector or make_detector(params)
+    kps, desc = detector.detectAndCompute(gray, None)
+    h, w = gray.shape
+    if not kps:
+        empty_kp = np.zeros((0, 4), np.float32)
+        return SiftFeatures(image_id, empty_kp, np.zeros((0, 128), np.uint8), (w, h))
+    geometry = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], dtype=np.float32)
+    response = np.array([k.response for k in kps], dtype=np.float32)
+    # np.lexsort sorts by the last key first.
+    order = np.lexsort((geometry[:, 3], geometry[:, 2], geometry[:, 1], geometry[:, 0], -response))
+    order = order[: params.max_keypoints]
+    return SiftFeatures(image_id, geometry[order], root_sift(desc[order]), (w, h))
+
+
+def sift_shard(
+    image_shard_path: str | os.PathLike, out_path: str | os.PathLike, params: SiftParams
+) -> SiftSummary:
+    """Extract SIFT for every image of an image shard and write the SIFT shard atomically.
+
+    Memory is bounded by one decoded image plus the shard's features (≤ ``max_keypoints``
+    × 144 bytes per image).
+    """
+    cv2.setNumThreads(1)  # one job per shard is the parallelism; threads would oversubscribe
+    detector = make_detector(params)
+    features: list[SiftFeatures] = []
+    summary = SiftSummary()
+    for record in iter_image_records(image_shard_path):
+        feats = extract_sift(decode_gray(record.jpeg), params, record.id, detector)
+        features.append(feats)
+        summary.n_images += 1
+        if len(feats.keypoints) < params.min_keypoints:
+            summary.sparse[record.id] = len(feats.keypoints)
+    write_sift_shard(out_path, features)
+    logger.info(
+        "%s: %d images, %d keypoints, %d sparse (< %d keypoints)",
+        image_shard_path,
+        summary.n_images,
+        sum(len(f.keypoints) for f in features),
+        summary.n_sparse,
+        params.min_keypoints,
+    )
+    return summary
+
+
+def write_sparse_table(summary: SiftSummary, path: str | os.PathLike) -> None:
+    """Write ``id,n_keypoints`` for the sparse images (header always, so empty is valid)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "n_keypoints"])
+        writer.writerows(summary.sparse.items())
