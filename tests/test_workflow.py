@@ -17,33 +17,33 @@ from copydetect.inputs import shard_index
 pytestmark = pytest.mark.workflow
 
 SMALL_SHARDS = {
-    "sharding": "{queries: {shard_size: 2}, references: {shard_size: 4}, training: {}}",
-    "local": "{reference_shards_per_job: 2}",
+    "sharding": {"queries": {"shard_size": 2}, "references": {"shard_size": 4}},
+    "local": {"reference_shards_per_job": 2},
 }
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A completed run on 12 reference tiles (+2 bad files) and 5 queries, 4×4 shards."""
     root = tmp_path_factory.mktemp("e2e")
     config = {**write_tiny_sets(root / "data"), **SMALL_SHARDS}
     (root / "data" / "references" / "R900000.jpg").write_bytes(b"")
     (root / "data" / "references" / "R900001.jpg").write_text("not an image")
     result = snakemake(root / "run", config)
-    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.returncode == 0, result.stdout[-5000:]
     return root, config
 
 
 def test_unknown_config_key_is_rejected_with_its_path(tmp_path: Path) -> None:
-    result = snakemake(tmp_path, {"ingest": "{max_sid: 3}"}, "-n")
+    result = snakemake(tmp_path, {"ingest": {"max_sid": 3}}, "-n")
     assert result.returncode != 0
-    assert "max_sid" in result.stderr and "ingest" in result.stderr
+    assert "max_sid" in result.stdout and "ingest" in result.stdout
 
 
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
-    result = snakemake(tmp_path, {"verify": "{ratio: high}"}, "-n")
+    result = snakemake(tmp_path, {"verify": {"ratio": "high"}}, "-n")
     assert result.returncode != 0
-    assert "['verify']['ratio']" in result.stderr
+    assert "['verify']['ratio']" in result.stdout
 
 
 def test_duplicate_ids_stop_the_run_naming_both_paths(tmp_path: Path) -> None:
@@ -53,9 +53,9 @@ def test_duplicate_ids_stop_the_run_naming_both_paths(tmp_path: Path) -> None:
     config = {"queries": str(tmp_path / "refs" / "a"), "references": str(tmp_path / "refs")}
     result = snakemake(tmp_path / "run", config, "-n")
     assert result.returncode != 0
-    assert "duplicate image id 'R1'" in result.stderr
-    assert str(tmp_path / "refs" / "a" / "R1.jpg") in result.stderr
-    assert str(tmp_path / "refs" / "b" / "R1.jpg") in result.stderr
+    assert "duplicate image id 'R1'" in result.stdout
+    assert str(tmp_path / "refs" / "a" / "R1.jpg") in result.stdout
+    assert str(tmp_path / "refs" / "b" / "R1.jpg") in result.stdout
 
 
 def test_empty_set_is_a_clear_error(tmp_path: Path) -> None:
@@ -63,10 +63,10 @@ def test_empty_set_is_a_clear_error(tmp_path: Path) -> None:
     config = {"queries": str(tmp_path / "empty"), "references": str(tmp_path / "empty")}
     result = snakemake(tmp_path / "run", config, "-n")
     assert result.returncode != 0
-    assert "no images" in result.stderr
+    assert "no images" in result.stdout
 
 
-def test_end_to_end_predicts_the_copies(finished_run: tuple[Path, dict[str, str]]) -> None:
+def test_end_to_end_predicts_the_copies(finished_run: tuple[Path, dict]) -> None:
     root, _ = finished_run
     with open(root / "run" / "results" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -83,21 +83,23 @@ def test_end_to_end_predicts_the_copies(finished_run: tuple[Path, dict[str, str]
 
 
 def test_bad_references_are_recorded_and_the_run_completes(
-    finished_run: tuple[Path, dict[str, str]],
+    finished_run: tuple[Path, dict],
 ) -> None:
     root, _ = finished_run
-    summary = json.loads((root / "run" / "results" / "images" / "references" / "summary.json").read_text())
+    summary = json.loads(
+        (root / "run" / "results" / "images" / "references" / "summary.json").read_text()
+    )
     assert summary["n_images"] == 12 and summary["n_rejected"] == 2
     assert summary["reasons"] == {"empty_file": 1, "not_an_image": 1}
 
 
-def test_nothing_to_do_after_a_run(finished_run: tuple[Path, dict[str, str]]) -> None:
+def test_nothing_to_do_after_a_run(finished_run: tuple[Path, dict]) -> None:
     root, config = finished_run
     assert plan(root / "run", config) == []
 
 
 def test_one_new_reference_reruns_its_shard_and_the_merges(
-    finished_run: tuple[Path, dict[str, str]],
+    finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
     new = root / "data" / "references" / "R500000.jpg"
@@ -126,24 +128,24 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
 
 
 def test_changed_verify_parameter_reruns_verify_and_what_follows(
-    finished_run: tuple[Path, dict[str, str]],
+    finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
-    jobs = plan(root / "run", {**config, "verify": "{ratio: 0.7}"})
+    jobs = plan(root / "run", {**config, "verify": {"ratio": 0.7}})
     assert sorted({rule for rule, _ in jobs}) == ["all", "evaluate", "fuse", "verify"]
 
 
 def test_changed_candidate_threshold_does_not_rerun_the_search(
-    finished_run: tuple[Path, dict[str, str]],
+    finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
-    jobs = plan(root / "run", {**config, "local": "{reference_shards_per_job: 2, min_votes: 3}"})
+    jobs = plan(root / "run", {**config, "local": {"reference_shards_per_job": 2, "min_votes": 3}})
     rules = sorted({rule for rule, _ in jobs})
     assert rules == ["all", "evaluate", "fuse", "local_candidates", "verify"]
 
 
 def test_new_query_batch_reuses_the_reference_side(
-    finished_run: tuple[Path, dict[str, str]],
+    finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
     batch = root / "batch2"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,9 @@ def photo_tiles(n: int, size: int = 160) -> list[Image.Image]:
         h, w = photo.shape[:2]
         for y in range(0, h - size + 1, size):
             for x in range(0, w - size + 1, size):
-                tiles.append(Image.fromarray(np.ascontiguousarray(photo[y : y + size, x : x + size])))
+                tiles.append(
+                    Image.fromarray(np.ascontiguousarray(photo[y : y + size, x : x + size]))
+                )
     if len(tiles) < n:
         raise ValueError(f"only {len(tiles)} tiles")
     return tiles[:n]
@@ -57,8 +60,14 @@ def write_tiny_sets(root: Path, n_references: int = 12, n_copies: int = 4) -> di
     }
 
 
-def snakemake(workdir: Path, config: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run snakemake on the repository's Snakefile in ``workdir`` with ``config`` overrides."""
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile in ``workdir``; ``config`` (nested dicts) is
+    written to a YAML file given after config/config.yaml, so it overrides key by key."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    overrides = (
+        workdir.parent / f".{workdir.name}-config-{len(list(workdir.parent.iterdir()))}.yaml"
+    )
+    overrides.write_text(yaml.safe_dump(config))
     cmd = [
         SNAKEMAKE,
         "-s",
@@ -67,20 +76,22 @@ def snakemake(workdir: Path, config: dict[str, str], *args: str) -> subprocess.C
         str(workdir),
         "--configfile",
         str(ROOT / "config" / "config.yaml"),
+        str(overrides),
         "--cores",
         "2",
         *args,
-        "--config",
-        *(f"{key}={value}" for key, value in config.items()),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    # stdout and stderr merged: Snakemake prints errors to either depending on the phase.
+    return subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, check=False
+    )
 
 
-def plan(workdir: Path, config: dict[str, str], *args: str) -> list[Job]:
+def plan(workdir: Path, config: dict, *args: str) -> list[Job]:
     """The jobs a dry run would execute, as sorted (rule, wildcards) pairs."""
     result = snakemake(workdir, config, "-n", *args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-5000:]
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
         match = re.match(r"(?:local)?rule (\w+):", block)
