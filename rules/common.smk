@@ -105,7 +105,7 @@ def active_sets():
 
 
 def final_outputs(wildcards):
-    """Targets of ``rule all``: ingest summaries, predictions and, with ground truth, metrics."""
+    """Targets of the default target (all): ingest summaries, predictions and, with ground truth, metrics."""
     targets = [f"{RESULTS}/images/{name}/summary.json" for name in active_sets()]
     targets.append(f"{RESULTS}/predictions.csv")
     if config["ground_truth"]:
