@@ -96,7 +96,8 @@ class Filters:
     min_std: float = 20.0  # grayscale standard deviation below which a tile is flat
     max_correlation: float = 0.9  # thumbnail correlation above which a source is a duplicate
     min_stamp: int = 150  # both sides of a stamp, px
-    min_entropy: float = 7.0  # color entropy (bits, 5-bit channels) of a photographic stamp
+    min_entropy: float = 5.5  # color entropy (bits, 5-bit channels) of a photographic stamp
+    max_top_colors: float = 0.2  # share of a stamp's pixels in its 16 most frequent colors
     thumb: int = 16  # side of the duplicate-detection thumbnail
 
 
@@ -191,18 +192,28 @@ def gray_std(img: Image.Image) -> float:
     return float(np.asarray(img.convert("L"), dtype=np.float32).std())
 
 
-def color_entropy(img: Image.Image) -> float:
-    """Entropy (bits) of the 5-bit-per-channel color histogram of the opaque pixels: clipart
-    and letters use a few flat colors (< 6 bits), photographs spread over thousands (> 7)."""
+def color_stats(img: Image.Image) -> tuple[float, float]:
+    """Color entropy (bits, 5-bit channels) of the opaque pixels, and the share of them painted
+    in the 16 most frequent exact colors. Clipart and letters fill areas with a few flat colors
+    (low entropy or a large share); photographs spread over thousands of colors."""
     rgba = np.asarray(img.convert("RGBA"))
-    pixels = rgba[rgba[..., 3] > 128][:, :3].astype(np.int32) >> 3
+    pixels = rgba[rgba[..., 3] > 128][:, :3].astype(np.int64)
     if len(pixels) == 0:
-        return 0.0
+        return 0.0, 1.0
+    exact = (pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2]
+    _, counts = np.unique(exact, return_counts=True)
+    top_share = float(np.sort(counts)[::-1][:16].sum() / len(exact))
+    coarse = pixels >> 3
     _, counts = np.unique(
-        (pixels[:, 0] << 10) | (pixels[:, 1] << 5) | pixels[:, 2], return_counts=True
+        (coarse[:, 0] << 10) | (coarse[:, 1] << 5) | coarse[:, 2], return_counts=True
     )
     p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()), top_share
+
+
+def is_photographic(img: Image.Image, filters: Filters) -> bool:
+    entropy, top_share = color_stats(img)
+    return entropy >= filters.min_entropy and top_share <= filters.max_top_colors
 
 
 def thumbnail_variants(img: Image.Image, side: int) -> np.ndarray:
@@ -288,7 +299,7 @@ def photographic_stamps(package: Package, filters: Filters, tally: Tally) -> Ite
     for path in package.images():
         tally.pictures += 1
         with Image.open(path) as im:
-            if min(im.size) < filters.min_stamp or color_entropy(im) < filters.min_entropy:
+            if min(im.size) < filters.min_stamp or not is_photographic(im, filters):
                 tally.skipped += 1
                 continue
             stamp = fit_max_side(rgb_on_white(im), filters.tile)
@@ -377,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-correlation", type=float, default=defaults.max_correlation)
     parser.add_argument("--min-stamp", type=int, default=defaults.min_stamp)
     parser.add_argument("--min-entropy", type=float, default=defaults.min_entropy)
+    parser.add_argument("--max-top-colors", type=float, default=defaults.max_top_colors)
     parser.add_argument("--contact-sheet", type=Path, help="also write a PNG of 40 sources")
     parser.add_argument("--sources-only", action="store_true", help="skip the synthesizer")
     return parser
@@ -400,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_correlation=args.max_correlation,
         min_stamp=args.min_stamp,
         min_entropy=args.min_entropy,
+        max_top_colors=args.max_top_colors,
     )
     sources = collect_sources(args.sources_dir, filters)
     print_tallies(sources)

@@ -10,8 +10,9 @@ Per round, with N worker processes (one shard each, ``cv2.setNumThreads(1)``):
   same SIFT parameters, nothing written.
 
 Rounds are interleaved (baseline, ours, baseline, ours, …) and the median is reported. Then
-:func:`copydetect.verify.verify_candidates` verifies 500 pairs (50 edited-copy queries × 10
-references each, one the true source) with N processes, with and without the flip path.
+:func:`copydetect.verify.verify_candidates` verifies 500 pairs (50 queries, random views of
+the same photographs, a quarter mirrored, × 10 random references) with N processes, with and
+without the flip path.
 
     .venv/bin/python benchmarks/sift.py --images 200 --rounds 5
 """
@@ -201,10 +202,10 @@ def main() -> None:
     base, ours = bench_sift(shards, files, params, args.rounds)
     print(f"SIFT: baseline {base:.1f} img/s, ours {ours:.1f} img/s, ratio {ours / base:.2f}")
     speeds = bench_verify(args.processes, args.images, args.processes, args.rounds)
-    write_results(args, base, ours, speeds)
+    write_results(args, base, ours, speeds, os.getloadavg()[1])
 
 
-def write_results(args, base: float, ours: float, speeds: dict[str, float]) -> None:
+def write_results(args, base: float, ours: float, speeds: dict[str, float], load: float) -> None:
     cmd = (
         f"`.venv/bin/python benchmarks/sift.py --images {args.images} "
         f"--processes {args.processes} --rounds {args.rounds}`"
@@ -217,7 +218,8 @@ def write_results(args, base: float, ours: float, speeds: dict[str, float]) -> N
         f"{args.images} images derived from scikit-image photos (≤ 512 px, JPEG q90), "
         f"{args.processes} processes, one shard each, median of {args.rounds} interleaved "
         f"rounds. Default `sift` and `verify` config. Command: {cmd}. Target: ours ≥ 0.9× "
-        "baseline.",
+        f"baseline. 5-minute load average at the end: {load:.1f} (other jobs share the "
+        "machine: compare the two columns of one run, not runs).",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -236,10 +238,11 @@ def replace_section(results: Path, heading: str, text: str) -> None:
     old = results.read_text() if results.exists() else "# Benchmark results\n\n"
     start = old.find(heading)
     if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
+        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
     else:
         end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
+        rest = old[end + 1 :] if end >= 0 else ""
+        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
     results.write_text(new)
 
 

@@ -40,7 +40,8 @@ def image_shards(set_name):
             f"e.g. snakemake --config {set_name}=path/to/{set_name}"
         )
     try:
-        entries = list_image_set(source, set_name)
+        stat = config["sharding"]["change_detection"] == "stat"
+        entries = list_image_set(source, set_name, fingerprint=stat)
     except ImageSetError as error:
         raise WorkflowError(str(error)) from None
     spec = config["sharding"][set_name]
@@ -53,12 +54,13 @@ def shard_names(set_name):
     return list(image_shards(set_name))
 
 
-def shard_image_paths(wildcards):
-    return [entry.path for entry in image_shards(wildcards.set)[wildcards.shard]]
-
-
-def shard_image_ids(wildcards):
-    return [entry.id for entry in image_shards(wildcards.set)[wildcards.shard]]
+def shard_image_table(wildcards):
+    """[id, path, fingerprint] rows of one shard: a parameter, not input files (see inputs.py),
+    so any change to the table reruns exactly this shard's ingest."""
+    return [
+        [e.id, e.path, e.fingerprint]
+        for e in image_shards(wildcards.set)[wildcards.shard]
+    ]
 
 
 def set_shard_files(set_name, pattern):

@@ -1,7 +1,5 @@
 rule ingest:
     """Decode, normalize and re-encode one shard of an image set; bad images become rejects."""
-    input:
-        images=shard_image_paths,
     output:
         shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
         rejects=f"{RESULTS}/images/{{set}}/{{shard}}.rejects.csv",
@@ -12,7 +10,7 @@ rule ingest:
     conda:
         "../envs/cpu.yaml"
     params:
-        ids=shard_image_ids,
+        images=shard_image_table,
         ingest=config["ingest"],
     script:
         "../workflow_scripts/ingest_shard.py"

@@ -469,8 +469,8 @@ import json, runpy, sys, types
 a = json.loads(sys.argv[2])
 ns = types.SimpleNamespace
 snakemake = ns(
-    input=ns(images=a["images"]),
-    params=ns(ids=a["ids"], ingest=a["ingest"]),
+    input=ns(),
+    params=ns(images=a["images"], ingest=a["ingest"]),
     output=ns(shard=a["shard"], rejects=a["rejects"]),
     log=[a["log"]],
 )
@@ -481,8 +481,7 @@ runpy.run_path(sys.argv[1], init_globals={"snakemake": snakemake}, run_name="__m
 def run_script(tmp_path: Path, images: list[Path], on_error: str) -> tuple[int, str]:
     """Run workflow_scripts/ingest_shard.py as Snakemake would, with a stand-in object."""
     args = {
-        "images": [str(p) for p in images],
-        "ids": [f"id{i}" for i in range(len(images))],
+        "images": [[f"id{i}", str(p), "fingerprint"] for i, p in enumerate(images)],
         "ingest": {
             "max_side": 128,
             "max_pixels": 10**8,

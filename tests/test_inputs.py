@@ -89,3 +89,12 @@ def test_groups_cover_every_shard_once() -> None:
     groups = group_shards(names, 4)
     assert list(groups) == ["g0000", "g0001", "g0002"]
     assert sum(groups.values(), []) == names
+
+
+def test_fingerprint_changes_when_an_image_is_overwritten(tmp_path: Path) -> None:
+    image = touch(tmp_path / "R1.jpg")
+    before = list_image_set(tmp_path, "references", fingerprint=True)[0].fingerprint
+    image.write_bytes(b"new content")
+    after = list_image_set(tmp_path, "references", fingerprint=True)[0].fingerprint
+    assert before != after and after.startswith("11:")
+    assert list_image_set(tmp_path, "references")[0].fingerprint == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,23 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
         ]
     )
     assert jobs == expected
+
+
+def test_overwritten_reference_reruns_its_shard(finished_run: tuple[Path, dict]) -> None:
+    root, config = finished_run
+    image = root / "data" / "references" / "R000005.jpg"
+    original, stat = image.read_bytes(), image.stat()
+    photo_tiles(20)[-1].save(image)
+    try:
+        jobs = plan(root / "run", config)
+    finally:
+        image.write_bytes(original)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    shard = f"s{shard_index('R000005', 4):04d}"
+    assert ("ingest", f"set=references, shard={shard}") in jobs
+    assert [job for job in jobs if job[0] == "ingest"] == [
+        ("ingest", f"set=references, shard={shard}")
+    ]
 
 
 def test_changed_verify_parameter_reruns_verify_and_what_follows(

@@ -17,21 +17,13 @@ from copydetect.ingest import IngestError, IngestParams, ingest_shard  # noqa: E
 log = logging.getLogger("ingest_shard")
 
 
-def as_list(value: object) -> list[str]:
-    # A named input holding a single file can arrive as a bare string: don't iterate its chars.
-    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
-
-
 config = dict(snakemake.params.ingest)
-paths = as_list(snakemake.input.images)
-ids = as_list(snakemake.params.ids)
-if len(ids) != len(paths):
-    log.error("got %d ids for %d images; the rule must pass matching lists", len(ids), len(paths))
-    sys.exit(1)
+# Rows of [id, path, fingerprint]; the fingerprint only serves Snakemake's rerun decision.
+items = [(str(image_id), str(path)) for image_id, path, _ in snakemake.params.images]
 
 try:
     summary = ingest_shard(
-        list(zip(ids, paths, strict=True)),
+        items,
         snakemake.output.shard,
         snakemake.output.rejects,
         IngestParams.from_mapping(config),

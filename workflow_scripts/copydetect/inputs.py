@@ -8,8 +8,12 @@ count), so adding or removing an image touches exactly one shard. The count is a
 derived from ``shard_size`` (or pinned with ``num_shards``): it only changes when the set doubles
 or halves, which is the one moment every shard is rebuilt.
 
-Listing reads directory entries or the list file only: no ``stat`` and no image decode at DAG
-build time, so planning stays cheap at a million images.
+Images are not Snakemake input files: a million input files make DAG building take minutes.
+Instead each ingest job gets its shard's table of (id, path, fingerprint) as a parameter, so a
+changed table (an image added, removed, moved or modified) reruns that job through Snakemake's
+``params`` trigger. The fingerprint is the file's size and mtime (one ``stat`` per image at
+planning time) or, with ``change_detection: path``, nothing: then planning reads only directory
+entries or the list file, and an image overwritten in place under the same name is not noticed.
 """
 
 from __future__ import annotations
@@ -30,10 +34,20 @@ class ImageSetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One image of a set: its id (file stem) and its path."""
+    """One image of a set: its id (file stem), its path and a change fingerprint."""
 
     id: str
     path: str
+    fingerprint: str = ""
+
+
+def file_fingerprint(path: str) -> str:
+    """``size:mtime_ns`` of a file, or ``missing`` (ingest then records it as unreadable)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _is_image_name(name: str) -> bool:
@@ -60,8 +74,10 @@ def _read_list_file(list_file: Path) -> Iterable[str]:
             yield path if os.path.isabs(path) else str(base / path)
 
 
-def list_image_set(source: str | os.PathLike, set_name: str) -> list[ImageEntry]:
-    """List the images of a set, sorted by id.
+def list_image_set(
+    source: str | os.PathLike, set_name: str, fingerprint: bool = False
+) -> list[ImageEntry]:
+    """List the images of a set, sorted by id; with ``fingerprint``, stat each image.
 
     Raises
     ------
@@ -88,6 +104,8 @@ def list_image_set(source: str | os.PathLike, set_name: str) -> list[ImageEntry]
             f"{set_name}: no images in {str(source)!r} "
             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
         )
+    if fingerprint:
+        return [ImageEntry(i, by_id[i], file_fingerprint(by_id[i])) for i in sorted(by_id)]
     return [ImageEntry(i, by_id[i]) for i in sorted(by_id)]
 
 
