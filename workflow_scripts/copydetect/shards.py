@@ -114,3 +114,44 @@ def read_sift_shard(path: str | os.PathLike) -> list[SiftFeatures]:
         )
         for i, image_id in enumerate(ids)
     ]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Global descriptors of a set of images: ``vectors[i]`` belongs to ``ids[i]``."""
+
+    ids: list[str]
+    vectors: np.ndarray  # float32 in memory, [n, d]
+
+
+def write_embedding_shard(
+    path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray, dim: int | None = None
+) -> None:
+    """Write an embedding shard atomically: ``ids`` and ``vectors`` stored as float16.
+
+    ``dim`` gives the width of an empty shard (no image), so every shard of a model agrees.
+    """
+    vectors = np.asarray(vectors, dtype=np.float16)
+    if len(ids) == 0:
+        vectors = vectors.reshape(0, dim if dim is not None else vectors.shape[-1])
+    if vectors.shape[0] != len(ids):
+        raise ValueError(f"{len(ids)} ids but {vectors.shape[0]} vectors for {path}")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=list(ids), dtype=_STR)
+        f.create_dataset("vectors", data=vectors)
+
+
+def read_embedding_shard(path: str | os.PathLike) -> Embeddings:
+    """Read an embedding shard (vectors converted to float32)."""
+    with h5py.File(path, "r") as f:
+        return Embeddings(list(f["ids"].asstr()[:]), f["vectors"][:].astype(np.float32))
+
+
+def export_isc2021(shards: Sequence[str | os.PathLike], path: str | os.PathLike) -> None:
+    """Concatenate embedding shards into the isc2021 HDF5 layout (``image_names``, ``vectors``)."""
+    parts = [read_embedding_shard(s) for s in shards]
+    ids = [i for p in parts for i in p.ids]
+    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, 0))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image_names", data=ids, dtype=_STR)
+        f.create_dataset("vectors", data=vectors.astype(np.float32))
