@@ -144,3 +144,81 @@ def local_vote_params():
 
 def local_candidate_params():
     return {key: config["local"][key] for key in _CANDIDATE_KEYS}
+
+
+# --- Global branch ----------------------------------------------------------------------------
+
+
+def models_with_backend(vlad):
+    """Names of the configured models that are (not) VLAD, as a wildcard regex."""
+    names = [
+        name
+        for name, spec in config["models"].items()
+        if (spec["backend"] == "vlad") == vlad
+    ]
+    return "|".join(names) if names else "(?!)"  # "(?!)" matches nothing
+
+
+def global_models():
+    unknown = [
+        name for name in config["global"]["models"] if name not in config["models"]
+    ]
+    if unknown:
+        raise WorkflowError(
+            f"global.models names {unknown}, which are not defined under 'models' "
+            f"(defined: {sorted(config['models'])})"
+        )
+    return list(config["global"]["models"])
+
+
+def model_params(wildcards):
+    """A model's settings without its backend name (the backend picks the rule)."""
+    spec = dict(config["models"][wildcards.model])
+    spec.pop("backend")
+    return spec
+
+
+def codebook_params(wildcards):
+    """The VLAD settings the codebook depends on (not ``power``, applied when encoding)."""
+    spec = model_params(wildcards)
+    spec.pop("power", None)
+    return spec
+
+
+def model_weights(wildcards):
+    """The weights file as an input, so replacing it reruns that model's embeddings."""
+    weights = config["models"][wildcards.model].get("weights", "")
+    return [weights] if weights else []
+
+
+def fit_set():
+    """Set that codebooks and PCA are fitted on: training when given, else the references."""
+    return "training" if config["training"] else "references"
+
+
+def fit_sift_shards(wildcards):
+    return set_shard_files(fit_set(), f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+
+
+def fit_embedding_shards(wildcards):
+    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(fit_set(), pattern)
+
+
+def reference_embedding_shards(wildcards):
+    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files("references", pattern)
+
+
+def query_candidate_tables(wildcards):
+    """Every branch's candidates of one query shard: local first, then each global model."""
+    tables = [f"{RESULTS}/search/local/{wildcards.shard}.candidates.csv"]
+    tables += [
+        f"{RESULTS}/search/global/{model}/{wildcards.shard}.candidates.csv"
+        for model in global_models()
+    ]
+    return tables
+
+
+def candidate_branches():
+    return ["local", *global_models()]

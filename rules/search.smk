@@ -38,3 +38,27 @@ rule local_candidates:
         candidates=local_candidate_params(),
     script:
         "../workflow_scripts/local_candidates.py"
+
+
+rule global_search:
+    """kNN of one query shard's embeddings over every reference shard of a model (one shard in
+    memory at a time), with score normalization against the training bank."""
+    input:
+        queries=f"{RESULTS}/embeddings/{{model}}/queries/{{shard}}.h5",
+        references=reference_embedding_shards,
+        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+    output:
+        candidates=f"{RESULTS}/search/global/{{model}}/{{shard}}.candidates.csv",
+    log:
+        f"{RESULTS}/logs/global_search/{{model}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/global_search/{{model}}/{{shard}}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        search=config["global"]["search"],
+    script:
+        "../workflow_scripts/global_search.py"

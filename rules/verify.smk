@@ -1,7 +1,7 @@
 rule verify:
     """Ratio-test matching + RANSAC for every candidate pair of one query shard."""
     input:
-        candidates=f"{RESULTS}/search/local/{{shard}}.candidates.csv",
+        candidates=query_candidate_tables,
         query_features=f"{RESULTS}/sift/queries/{{shard}}.h5",
         query_images=f"{RESULTS}/images/queries/{{shard}}.h5",
         reference_features=reference_sift_shards,
@@ -15,6 +15,7 @@ rule verify:
         "../envs/cpu.yaml"
     threads: 8
     params:
+        branches=candidate_branches(),
         verify=config["verify"],
         sift=config["sift"],
     script:

@@ -1,0 +1,80 @@
+rule fit_vlad_codebook:
+    """k-means codebook of a VLAD model, on RootSIFT sampled from the training set."""
+    input:
+        features=fit_sift_shards,
+    output:
+        codebook=f"{RESULTS}/models/{{model}}/codebook.h5",
+    log:
+        f"{RESULTS}/logs/fit_vlad_codebook/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_vlad_codebook/{{model}}.tsv"
+    wildcard_constraints:
+        model=models_with_backend(vlad=True),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        vlad=model_params,
+    script:
+        "../workflow_scripts/fit_vlad_codebook.py"
+
+
+rule embed_vlad:
+    """VLAD vectors of one shard's images from their RootSIFT descriptors."""
+    input:
+        features=f"{RESULTS}/sift/{{set}}/{{shard}}.h5",
+        codebook=f"{RESULTS}/models/{{model}}/codebook.h5",
+    output:
+        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
+    wildcard_constraints:
+        model=models_with_backend(vlad=True),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        vlad=model_params,
+    script:
+        "../workflow_scripts/embed_vlad_shard.py"
+
+
+rule embed_images:
+    """Neural embeddings (ResNet-GeM, Swin, TorchScript, ONNX) of one image shard."""
+    input:
+        shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
+        weights=model_weights,
+    output:
+        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
+    wildcard_constraints:
+        model=models_with_backend(vlad=False),
+    conda:
+        "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        model=model_params,
+        gpu_lock_dir=config["gpu"]["lock_dir"],
+    script:
+        "../workflow_scripts/embed_shard.py"
+
+
+rule fit_normalization:
+    """PCA-whitening and the score-normalization bank of one model."""
+    input:
+        embeddings=fit_embedding_shards,
+    output:
+        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+    log:
+        f"{RESULTS}/logs/fit_normalization/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        normalization=config["global"]["normalization"],
+    script:
+        "../workflow_scripts/fit_normalization.py"
