@@ -8,16 +8,27 @@ independent pool that any Debian/Ubuntu machine can install:
   portrait crops and dark/light twins are the same picture), cut into non-overlapping square
   tiles on a grid of at most ``--max-tiles`` cells, each resized to ``--tile`` px;
 - Tux Paint stamps (``tuxpaint-stamps-default``): the ones at least ``--min-stamp`` px on both
-  sides that look photographic (high color entropy), alpha composited on white.
+  sides that look photographic (high color entropy, no 16 colors covering most of the stamp),
+  alpha composited on white and fitted to ``--tile`` px.
 
-Flat tiles are dropped, and so is every source whose small normalized thumbnail correlates above
-``--max-correlation`` (in absolute value, under any of the 8 flips/quarter turns) with a source
-kept before it: repeated patterns and recolored twins would otherwise be unlabeled copies of a
-reference and make the ground truth ambiguous. Sources are written as PNG to
-``benchmarks/work/bench_sources/`` (with ``manifest.csv`` naming each one's origin), then the
-project's synthesizer turns them into references, copy and distractor queries, training images
-and ground truth in ``benchmarks/work/bench/``. Inputs are read in sorted order and nothing is
-random except the synthesizer's seeded draws, so a rerun gives the same files.
+Flat tiles (grayscale std below ``--min-std``) are dropped, and so are near-duplicates, which
+would be unlabeled copies of a reference and make the ground truth ambiguous:
+
+- a source whose 16×16 zero-mean grayscale thumbnail correlates above ``--max-correlation``
+  (absolute value, under any of the 8 flips and quarter turns) with a source kept before it:
+  recolored twins, mirrored stamps, identical stamps filed twice;
+- a tile whose central quarter's fine structure (high-pass) reappears anywhere in a kept tile
+  of the same wallpaper (normalized cross-correlation above ``--max-shared``): the tiles of a
+  repeated pattern (GNOME's dot grids, hexagons, truchet curves) are shifted copies.
+
+What remains is varied but not independent: tiles of one wallpaper share its palette and style
+(up to ~60 from a big textured photo), so they are harder negatives than unrelated photos.
+
+Sources are written as PNG to ``benchmarks/work/bench_sources/`` (with ``manifest.csv`` naming
+each one's package, file and box), then the project's synthesizer turns them into references,
+copy and distractor queries, training images and ground truth in ``benchmarks/work/bench/``.
+Inputs are read in sorted order and the only randomness is the synthesizer's seeded draws, so a
+rerun gives the same files.
 
     .venv/bin/python benchmarks/make_benchmark_data.py [--references 500] [--queries 300] \\
         [--distractors 200] [--training 200] [--seed 0] [--contact-sheet sheet.png]
@@ -28,16 +39,19 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import json
 import logging
 import math
 import random
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -55,6 +69,7 @@ APT_COMMAND = (
 )
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the packages' SVGs have no decoder here
 TARGET_SOURCES = 900
+MIN_DETAIL_STD = 2.0  # gray levels: a tile center with less fine structure is not compared
 # Size and light/dark suffixes of one wallpaper's variants: Elephants_3840x2160, adwaita-d,
 # MATE-Stripes-Light all name the same picture as their stem without the suffix.
 _VARIANT_SUFFIX = re.compile(r"[-_](\d+x\d+|[ld]|dark|light)$", re.IGNORECASE)
@@ -91,14 +106,18 @@ PACKAGES = (
 class Filters:
     """Thresholds of the source selection (see the module docstring)."""
 
-    tile: int = 384  # side of a written tile, px
-    max_tiles: int = 20  # grid cells per wallpaper, at most
-    min_std: float = 20.0  # grayscale standard deviation below which a tile is flat
+    # 384 px tiles, <= 20 per wallpaper and std >= 20 gave only ~600 sources (most of these
+    # wallpapers are smooth vector art): 320 px, <= 80 cells and std >= 18 give ~940.
+    tile: int = 320  # side of a written tile, px
+    max_tiles: int = 80  # grid cells per wallpaper, at most
+    min_std: float = 18.0  # grayscale standard deviation below which a tile is flat
     max_correlation: float = 0.9  # thumbnail correlation above which a source is a duplicate
     min_stamp: int = 150  # both sides of a stamp, px
     min_entropy: float = 5.5  # color entropy (bits, 5-bit channels) of a photographic stamp
     max_top_colors: float = 0.2  # share of a stamp's pixels in its 16 most frequent colors
     thumb: int = 16  # side of the duplicate-detection thumbnail
+    max_shared: float = 0.6  # detail NCC above which a tile repeats another of its picture
+    probe: int = 128  # side at which tiles of one picture are compared for shared content
 
 
 @dataclass
@@ -108,7 +127,8 @@ class Tally:
     pictures: int = 0  # wallpapers (largest variants) or stamps looked at
     skipped: int = 0  # too small or not photographic
     flat: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # near-duplicate thumbnail of a kept source
+    patterns: int = 0  # content shared with a kept tile of the same picture
     kept: int = 0
 
 
@@ -216,37 +236,73 @@ def is_photographic(img: Image.Image, filters: Filters) -> bool:
     return entropy >= filters.min_entropy and top_share <= filters.max_top_colors
 
 
+def dihedral(a: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and quarter turns of a 2-D array (contiguous copies)."""
+    turns = [np.rot90(a, k) for k in range(4)]
+    return [np.ascontiguousarray(v) for t in turns for v in (t, t[:, ::-1])]
+
+
 def thumbnail_variants(img: Image.Image, side: int) -> np.ndarray:
     """Zero-mean, unit-norm grayscale thumbnails under the 8 flips and quarter turns, [8, side²]."""
     base = np.asarray(img.convert("L").resize((side, side), Image.Resampling.BOX), np.float32)
-    variants = []
-    for k in range(4):
-        turned = np.rot90(base, k)
-        variants += [turned, turned[:, ::-1]]
-    flat = np.stack([v.ravel() for v in variants])
+    flat = np.stack([v.ravel() for v in dihedral(base)])
     flat -= flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1, keepdims=True)
     return flat / np.maximum(norms, 1e-6)
 
 
+def detail(img: Image.Image, side: int) -> np.ndarray:
+    """Grayscale at ``side`` px minus its Gaussian blur (sigma 2 px): the fine structure only,
+    so that smooth shading (sky, bokeh, gradients) cannot make two tiles look alike."""
+    gray = np.asarray(img.convert("L").resize((side, side), Image.Resampling.BOX), np.float32)
+    return gray - cv2.GaussianBlur(gray, (0, 0), 2.0)
+
+
+def shared_content(probe: np.ndarray, others: Sequence[np.ndarray], min_std: float) -> float:
+    """Best normalized cross-correlation of ``probe``'s central quarter (under the 8 flips and
+    turns) at any position inside any of ``others``: high when the two show the same content
+    shifted, as the tiles of a repeated pattern do. 0.0 for a center without detail."""
+    h, w = probe.shape
+    center = probe[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2]
+    if not others or float(center.std()) < min_std:
+        return 0.0
+    best = 0.0
+    for template in dihedral(center):
+        for other in others:
+            scores = cv2.matchTemplate(other, template, cv2.TM_CCOEFF_NORMED)
+            best = max(best, float(np.nan_to_num(scores, nan=0.0).max()))
+    return best
+
+
 class DuplicateFilter:
-    """Remembers the thumbnails of kept sources; a new source whose thumbnail correlates above
-    the threshold with any of them (absolute value: an inverted twin also counts) is refused."""
+    """Refuses near-duplicates of the sources kept so far, in two ways:
 
-    def __init__(self, max_correlation: float, side: int) -> None:
-        self.max_correlation = max_correlation
-        self.side = side
-        self._kept: list[np.ndarray] = []
+    - a thumbnail correlating above ``max_correlation`` with any kept one, in absolute value
+      (an inverted twin counts) and under flips and quarter turns: twins across pictures;
+    - a tile whose central quarter's fine structure reappears (NCC above ``max_shared``)
+      anywhere in a kept tile of the same picture: repeated patterns, whose tiles are shifted
+      copies of each other (and whose local features would match across tiles).
+    """
 
-    def admit(self, img: Image.Image) -> bool:
-        """True (and remembered) when ``img`` is no near-duplicate of a kept source."""
-        variants = thumbnail_variants(img, self.side)
-        if self._kept:
-            kept = np.stack(self._kept)
-            if float(np.abs(kept @ variants.T).max()) > self.max_correlation:
-                return False
-        self._kept.append(variants[0])
-        return True
+    def __init__(self, filters: Filters) -> None:
+        self.filters = filters
+        self._thumbs: list[np.ndarray] = []
+        self._probes: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+
+    def check(self, img: Image.Image, picture: str) -> str:
+        """ "" when ``img`` is admitted (and remembered), else why not: "duplicate", "pattern"."""
+        f = self.filters
+        variants = thumbnail_variants(img, f.thumb)
+        if self._thumbs and float(np.abs(np.stack(self._thumbs) @ variants.T).max()) > (
+            f.max_correlation
+        ):
+            return "duplicate"
+        probe = detail(img, f.probe)
+        if shared_content(probe, self._probes[picture], MIN_DETAIL_STD) > f.max_shared:
+            return "pattern"
+        self._thumbs.append(variants[0])
+        self._probes[picture].append(probe)
+        return ""
 
 
 def fit_max_side(img: Image.Image, max_side: int) -> Image.Image:
@@ -316,14 +372,15 @@ def collect_sources(out_dir: Path, filters: Filters) -> SourceSet:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    dedup = DuplicateFilter(filters.max_correlation, filters.thumb)
+    dedup = DuplicateFilter(filters)
     sources = SourceSet()
     for package in PACKAGES:
         tally = sources.tallies.setdefault(package.name, Tally())
         make = photographic_stamps if package.stamps else wallpaper_tiles
         for cand in make(package, filters, tally):
-            if not dedup.admit(cand.image):
-                tally.duplicates += 1
+            refused = dedup.check(cand.image, str(cand.origin))
+            if refused:
+                setattr(tally, f"{refused}s", getattr(tally, f"{refused}s") + 1)
                 continue
             path = out_dir / f"{cand.name}.png"
             cand.image.save(path, format="PNG")
@@ -344,12 +401,13 @@ def collect_sources(out_dir: Path, filters: Filters) -> SourceSet:
 
 def print_tallies(sources: SourceSet) -> None:
     """One line per package: pictures looked at, skipped, flat, duplicate and kept sources."""
-    print(f"{'package':<30} {'pictures':>8} {'skipped':>7} {'flat':>5} {'dups':>5} {'kept':>5}")
+    print(f"{'package':<28} pictures skipped  flat  dups  patterns  kept")
     for name, t in sources.tallies.items():
         print(
-            f"{name:<30} {t.pictures:>8} {t.skipped:>7} {t.flat:>5} {t.duplicates:>5} {t.kept:>5}"
+            f"{name:<28} {t.pictures:>8} {t.skipped:>7} {t.flat:>5} {t.duplicates:>5} "
+            f"{t.patterns:>9} {t.kept:>5}"
         )
-    print(f"{'total':<30} {'':>8} {'':>7} {'':>5} {'':>5} {len(sources.paths):>5}")
+    print(f"{'total':<28} {'':>8} {'':>7} {'':>5} {'':>5} {'':>9} {len(sources.paths):>5}")
 
 
 def contact_sheet(paths: Sequence[Path], out: Path, n: int = 40, seed: int = 0) -> None:
@@ -366,6 +424,34 @@ def contact_sheet(paths: Sequence[Path], out: Path, n: int = 40, seed: int = 0) 
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     print(f"contact sheet of {len(picked)} sources: {out}")
+
+
+def used_by_package(bench: Path, sources: SourceSet) -> dict[str, dict[str, int]]:
+    """Package -> role (reference, distractor, training, background) -> sources used, read from
+    the synthesizer's ``sources.csv`` (which names each source by its file name)."""
+    package_of = {row[0]: row[1] for row in sources.rows}
+    used: dict[str, dict[str, int]] = {name: {} for name in sources.tallies}
+    with (bench / "sources.csv").open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            roles = used[package_of[Path(row["source"]).name]]
+            roles[row["role"]] = roles.get(row["role"], 0) + 1
+    return used
+
+
+def write_build_record(
+    bench: Path, sources: SourceSet, filters: Filters, argv: Sequence[str] | None
+) -> dict:
+    """Write ``bench/build.json``: the command, the filters, the sources kept and used per
+    package (``benchmarks/accuracy.py`` reports it). The synthesizer leaves other files alone."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    record = {
+        "command": shlex.join([".venv/bin/python", "benchmarks/make_benchmark_data.py", *args]),
+        "filters": asdict(filters),
+        "kept": {name: tally.kept for name, tally in sources.tallies.items()},
+        "used": used_by_package(bench, sources),
+    }
+    (bench / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 # --- Command line ---
@@ -386,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tiles", type=int, default=defaults.max_tiles)
     parser.add_argument("--min-std", type=float, default=defaults.min_std)
     parser.add_argument("--max-correlation", type=float, default=defaults.max_correlation)
+    parser.add_argument("--max-shared", type=float, default=defaults.max_shared)
     parser.add_argument("--min-stamp", type=int, default=defaults.min_stamp)
     parser.add_argument("--min-entropy", type=float, default=defaults.min_entropy)
     parser.add_argument("--max-top-colors", type=float, default=defaults.max_top_colors)
@@ -410,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_tiles=args.max_tiles,
         min_std=args.min_std,
         max_correlation=args.max_correlation,
+        max_shared=args.max_shared,
         min_stamp=args.min_stamp,
         min_entropy=args.min_entropy,
         max_top_colors=args.max_top_colors,
@@ -439,7 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # too few sources for the requested counts
         print(f"{exc}\nlower --tile or raise --max-tiles for more tiles", file=sys.stderr)
         return 2
+    record = write_build_record(args.out, sources, filters, argv)
     print(f"benchmark in {args.out}: {summary}")
+    print(f"sources used, by package and role: {json.dumps(record['used'])}")
     return 0
 
 

@@ -206,7 +206,7 @@ def fit_embedding_shards(wildcards):
 
 
 def reference_embedding_shards(wildcards):
-    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    pattern = f"{RESULTS}/projected/{wildcards.model}/{{set}}/{{shard}}.h5"
     return set_shard_files("references", pattern)
 
 

@@ -78,3 +78,18 @@ rule fit_normalization:
         normalization=config["global"]["normalization"],
     script:
         "../workflow_scripts/fit_normalization.py"
+
+
+rule project_embeddings:
+    """A shard's embeddings after the model's PCA-whitening and L2: what the search reads."""
+    input:
+        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+    output:
+        projected=f"{RESULTS}/projected/{{model}}/{{set}}/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/project_embeddings/{{model}}/{{set}}/{{shard}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/project_embeddings.py"

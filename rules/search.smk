@@ -44,7 +44,7 @@ rule global_search:
     """kNN of one query shard's embeddings over every reference shard of a model (one shard in
     memory at a time), with score normalization against the training bank."""
     input:
-        queries=f"{RESULTS}/embeddings/{{model}}/queries/{{shard}}.h5",
+        queries=f"{RESULTS}/projected/{{model}}/queries/{{shard}}.h5",
         references=reference_embedding_shards,
         normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
     output:

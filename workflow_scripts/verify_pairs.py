@@ -8,13 +8,18 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
 from copydetect.atomic import atomic_path  # noqa: E402
+from copydetect.candidates import merge_candidates  # noqa: E402
 from copydetect.sift import SiftParams  # noqa: E402
 from copydetect.verify import VerifyParams, read_table, verify_candidates  # noqa: E402
 
 # Candidates name their reference shard; a SIFT shard's name is its file stem.
 reference_paths = {Path(path).stem: path for path in snakemake.input.reference_features}
+# One table per branch (local, then each global model), in the order of params.branches.
+tables = dict(zip(snakemake.params.branches, snakemake.input.candidates, strict=True))
+candidates = merge_candidates({branch: read_table(path) for branch, path in tables.items()})
+logging.info("%d candidate pairs from %s", len(candidates), ", ".join(tables))
 pairs = verify_candidates(
-    read_table(snakemake.input.candidates),
+    candidates,
     query_sift_path=snakemake.input.query_features,
     query_image_path=snakemake.input.query_images,
     reference_sift_paths=reference_paths,
