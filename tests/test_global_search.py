@@ -480,12 +480,24 @@ def test_rule_scripts_end_to_end(tmp_path: Path, training: SimpleNamespace) -> N
         ),
     )
     write_embedding_shard(tmp_path / "q0.h5", ["qa", "qb"], training.vectors[:2] + 0.01)
+    projected = []
+    for raw in [tmp_path / "q0.h5", *training.paths]:
+        projected.append(tmp_path / "projected" / Path(raw).name)
+        run_script(
+            "project_embeddings.py",
+            SimpleNamespace(
+                input=SimpleNamespace(embeddings=str(raw), normalization=str(norm_path)),
+                output=SimpleNamespace(projected=str(projected[-1])),
+                log=[str(tmp_path / "project.log")],
+            ),
+        )
+    assert read_embedding_shard(projected[0]).vectors.shape == (2, 8)
     run_script(
         "global_search.py",
         SimpleNamespace(
             input=SimpleNamespace(
-                queries=str(tmp_path / "q0.h5"),
-                references=[str(p) for p in training.paths],
+                queries=str(projected[0]),
+                references=[str(p) for p in projected[1:]],
                 normalization=str(norm_path),
             ),
             output=SimpleNamespace(candidates=str(out)),

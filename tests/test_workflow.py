@@ -18,14 +18,14 @@ from copydetect.inputs import shard_index
 pytestmark = pytest.mark.workflow
 
 SMALL_SHARDS = {
-    "sharding": {"queries": {"shard_size": 2}, "references": {"shard_size": 4}},
+    "sharding": {"queries": {"shard_size": 4}, "references": {"shard_size": 4}},
     "local": {"reference_shards_per_job": 2},
 }
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A completed run on 12 reference tiles (+2 bad files) and 5 queries, 4×4 shards."""
+    """A completed run on 12 reference tiles (+2 bad files) in 4 shards, 5 queries in 2."""
     root = tmp_path_factory.mktemp("e2e")
     config = {**write_tiny_sets(root / "data"), **SMALL_SHARDS}
     (root / "data" / "references" / "R900000.jpg").write_bytes(b"")
@@ -104,14 +104,14 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
 ) -> None:
     root, config = finished_run
     new = root / "data" / "references" / "R500000.jpg"
-    photo_tiles(20)[-1].save(new)
+    photo_tiles(25)[-1].save(new)
     try:
         jobs = plan(root / "run", config)
     finally:
         new.unlink()
     shard = f"s{shard_index('R500000', 4):04d}"
     group = f"g{shard_index('R500000', 4) // 2:04d}"
-    query_shards = [f"s{i:04d}" for i in range(4)]
+    query_shards = [f"s{i:04d}" for i in range(2)]
     expected = sorted(
         [
             ("all", ""),
@@ -119,7 +119,10 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             ("fuse", ""),
             ("ingest", f"set=references, shard={shard}"),
             ("sift", f"set=references, shard={shard}"),
+            ("embed_vlad", f"model=vlad, set=references, shard={shard}"),
+            ("project_embeddings", f"model=vlad, set=references, shard={shard}"),
             ("summarize_ingest", "set=references"),
+            *(("global_search", f"model=vlad, shard={q}") for q in query_shards),
             *(("local_search", f"shard={q}, group={group}") for q in query_shards),
             *(("local_candidates", f"shard={q}") for q in query_shards),
             *(("verify", f"shard={q}") for q in query_shards),
@@ -132,7 +135,7 @@ def test_overwritten_reference_reruns_its_shard(finished_run: tuple[Path, dict])
     root, config = finished_run
     image = root / "data" / "references" / "R000005.jpg"
     original, stat = image.read_bytes(), image.stat()
-    photo_tiles(20)[-1].save(image)
+    photo_tiles(25)[-1].save(image)
     try:
         jobs = plan(root / "run", config)
     finally:
@@ -171,4 +174,4 @@ def test_new_query_batch_reuses_the_reference_side(
     (batch / "Q00000.jpg").rename(batch / "Q10000.jpg")
     jobs = plan(root / "run", {**config, "queries": str(batch), "ground_truth": ""})
     assert not [job for job in jobs if "set=references" in job[1]]
-    assert ("ingest", "set=queries, shard=s" + f"{shard_index('Q10000', 4):04d}") in jobs
+    assert ("ingest", "set=queries, shard=s" + f"{shard_index("Q10000", 2):04d}") in jobs

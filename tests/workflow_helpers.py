@@ -35,12 +35,17 @@ def photo_tiles(n: int, size: int = 160) -> list[Image.Image]:
     return tiles[:n]
 
 
-def write_tiny_sets(root: Path, n_references: int = 12, n_copies: int = 4) -> dict[str, str]:
+def write_tiny_sets(
+    root: Path, n_references: int = 12, n_copies: int = 4, n_training: int = 5
+) -> dict[str, str]:
     """References = photo tiles; queries = rotated/cropped/flipped copies of the first ones plus
-    one distractor tile kept out of the references. Returns the config overrides."""
-    tiles = photo_tiles(n_references + 1)
-    (root / "references").mkdir(parents=True)
-    (root / "queries").mkdir()
+    one distractor tile kept out of the references; training = other tiles (codebooks and PCA
+    are fitted on them, so adding a reference does not refit). Returns the config overrides."""
+    tiles = photo_tiles(n_references + 1 + n_training)
+    for folder in ("references", "queries", "training"):
+        (root / folder).mkdir(parents=True)
+    for i, tile in enumerate(tiles[n_references + 1 :]):
+        tile.save(root / "training" / f"T{i:06d}.jpg", quality=95)
     for i, tile in enumerate(tiles[:n_references]):
         tile.save(root / "references" / f"R{i:06d}.jpg", quality=95)
     gt = ["query_id,reference_id"]
@@ -56,6 +61,7 @@ def write_tiny_sets(root: Path, n_references: int = 12, n_copies: int = 4) -> di
     return {
         "queries": str(root / "queries"),
         "references": str(root / "references"),
+        "training": str(root / "training"),
         "ground_truth": str(root / "ground_truth.csv"),
     }
 
