@@ -174,4 +174,4 @@ def test_new_query_batch_reuses_the_reference_side(
     (batch / "Q00000.jpg").rename(batch / "Q10000.jpg")
     jobs = plan(root / "run", {**config, "queries": str(batch), "ground_truth": ""})
     assert not [job for job in jobs if "set=references" in job[1]]
-    assert ("ingest", "set=queries, shard=s" + f"{shard_index("Q10000", 2):04d}") in jobs
+    assert ("ingest", "set=queries, shard=s" + f"{shard_index('Q10000', 2):04d}") in jobs
