@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
 HEADING = "## Accuracy on the wallpaper/Tux Paint benchmark (benchmarks/accuracy.py)"
@@ -60,20 +62,29 @@ class Run:
 def snakemake_command(
     bench: Path, run_dir: Path, cores: int, overrides: Sequence[str]
 ) -> list[str]:
-    """The workflow on ``bench`` in ``run_dir``; ``overrides`` are extra ``--config`` items."""
+    """The workflow on ``bench`` in ``run_dir``; ``overrides`` are ``KEY=YAML`` items.
+
+    The overrides go into a config file rather than ``--config``: Snakemake reads nested values
+    given with ``--config`` as strings, which the schema then rejects.
+    """
     inputs = {
         "queries": bench / "queries",
         "references": bench / "references",
         "training": bench / "training",
         "ground_truth": bench / "ground_truth.csv",
     }
+    settings = {key: str(path.resolve()) for key, path in inputs.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "benchmark-config.yaml"
+    config_file.write_text(yaml.safe_dump(settings, sort_keys=True))
     return [
         str(ROOT / ".venv" / "bin" / "snakemake"),
         *("-s", "Snakefile", "--directory", str(run_dir)),
-        *("--configfile", "config/config.yaml", "--cores", str(cores)),
-        "--config",
-        *(f"{key}={path.resolve()}" for key, path in inputs.items()),
-        *overrides,
+        *("--configfile", "config/config.yaml", str(config_file.resolve())),
+        *("--cores", str(cores)),
     ]
 
 

@@ -17,6 +17,7 @@ rule local_search:
         gpu=1,
     params:
         local=local_search_params(),
+        gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/local_search_block.py"
 
@@ -60,5 +61,6 @@ rule global_search:
         gpu=1,
     params:
         search=config["global"]["search"],
+        gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/global_search.py"

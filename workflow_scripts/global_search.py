@@ -11,6 +11,11 @@ import time
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
+from copydetect.gpu import lease_for_rule_job  # noqa: E402
+
+# Before faiss touches CUDA: with --resources gpu=G each job gets a device of its own.
+lease_for_rule_job(int(snakemake.resources.get("gpu", 0)), snakemake.params.gpu_lock_dir)
+
 import faiss  # noqa: E402
 
 from copydetect.global_search import (  # noqa: E402

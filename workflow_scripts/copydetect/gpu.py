@@ -272,3 +272,14 @@ def torch_device(lease: GpuLease) -> str:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def lease_for_rule_job(n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
+    """A rule script's lease for its whole life; a lease that cannot be had ends the job with
+    one log line (exit status 1) instead of a traceback. Call it before torch or faiss touch
+    CUDA, since CUDA_VISIBLE_DEVICES is read once, when CUDA initialises."""
+    try:
+        return acquire_for_job(n, lock_dir)
+    except GpuLeaseError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(1) from None
