@@ -171,9 +171,14 @@ def global_models():
     return list(config["global"]["models"])
 
 
+def model_spec(wildcards):
+    """A model's settings as configured, backend included (so a new backend reruns it)."""
+    return dict(config["models"][wildcards.model])
+
+
 def model_params(wildcards):
-    """A model's settings without its backend name (the backend picks the rule)."""
-    spec = dict(config["models"][wildcards.model])
+    """A VLAD model's settings without its backend name (the backend picks the rule)."""
+    spec = model_spec(wildcards)
     spec.pop("backend")
     return spec
 

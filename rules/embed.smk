@@ -58,7 +58,7 @@ rule embed_images:
     resources:
         gpu=1,
     params:
-        model=model_params,
+        model=model_spec,
         gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/embed_shard.py"

@@ -36,6 +36,8 @@ from copydetect.embed import (
 from copydetect.shards import ImageRecord, read_embedding_shard, write_image_shard
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests script tiny models because users bring TorchScript files (SSCD ships them).
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 # resnet50 at 64 px keeps every forward to milliseconds; square makes batches really batch.
 SMALL = EmbedParams(size=64, resize="square", batch_size=4, num_workers=0)
 
