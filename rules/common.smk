@@ -211,7 +211,16 @@ def fit_embedding_shards(wildcards):
 
 
 def reference_embedding_shards(wildcards):
+    """Projected reference shards of a model (all of them: DBA and the search read every one)."""
     pattern = f"{RESULTS}/projected/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files("references", pattern)
+
+
+def searched_reference_shards(wildcards):
+    """What the global search reads: DBA-augmented references when DBA is on."""
+    if config["global"]["dba"]["k"] == 0:
+        return reference_embedding_shards(wildcards)
+    pattern = f"{RESULTS}/augmented/{wildcards.model}/{{set}}/{{shard}}.h5"
     return set_shard_files("references", pattern)
 
 

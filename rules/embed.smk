@@ -93,3 +93,26 @@ rule project_embeddings:
         "../envs/cpu.yaml"
     script:
         "../workflow_scripts/project_embeddings.py"
+
+
+rule augment_references:
+    """DBA: one reference shard's vectors averaged with their nearest other references."""
+    input:
+        shard=f"{RESULTS}/projected/{{model}}/references/{{shard}}.h5",
+        references=reference_embedding_shards,
+    output:
+        augmented=f"{RESULTS}/augmented/{{model}}/references/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/augment_references/{{model}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/augment_references/{{model}}/{{shard}}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        dba=config["global"]["dba"],
+        gpu_lock_dir=config["gpu"]["lock_dir"],
+    script:
+        "../workflow_scripts/augment_references.py"

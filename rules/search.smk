@@ -46,7 +46,7 @@ rule global_search:
     memory at a time), with score normalization against the training bank."""
     input:
         queries=f"{RESULTS}/projected/{{model}}/queries/{{shard}}.h5",
-        references=reference_embedding_shards,
+        references=searched_reference_shards,
         normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
     output:
         candidates=f"{RESULTS}/search/global/{{model}}/{{shard}}.candidates.csv",

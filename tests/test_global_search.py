@@ -511,3 +511,28 @@ def test_rule_scripts_end_to_end(tmp_path: Path, training: SimpleNamespace) -> N
     assert list(table[table["global_rank"] == 1]["reference_id"]) == ["T0000", "T0001"]
     assert "peak RSS" in (tmp_path / "search.log").read_text()
     assert "fitted on 300 vectors" in (tmp_path / "fit.log").read_text()
+
+
+def test_dba_pulls_near_duplicate_references_together(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = global_search.l2_normalize(rng.normal(size=(6, 16))).astype(np.float32)
+    twin = global_search.l2_normalize(base[:1] + 0.3 * rng.normal(size=(1, 16)))[0].astype(
+        np.float32
+    )
+    vectors = np.vstack([base, twin])
+    ids = [f"R{i}" for i in range(7)]
+    write_embedding_shard(tmp_path / "s0000.h5", ids[:4], vectors[:4])
+    write_embedding_shard(tmp_path / "s0001.h5", ids[4:], vectors[4:])
+    shards = [tmp_path / "s0000.h5", tmp_path / "s0001.h5"]
+    shard = read_embedding_shard(shards[0])
+    unchanged = global_search.augment_references(shard, shards, 0, 3.0, "never")
+    np.testing.assert_allclose(unchanged, shard.vectors, atol=1e-3)
+    augmented = global_search.augment_references(shard, shards, 1, 3.0, "never")
+    np.testing.assert_allclose(np.linalg.norm(augmented, axis=1), 1.0, atol=1e-5)
+    # R0's best other reference is its twin R6: R0 moves towards it, never onto itself.
+    before, after = float(shard.vectors[0] @ twin), float(augmented[0] @ twin)
+    assert after > before
+    expected = global_search.dba_vectors(
+        shard.vectors[:1], twin[None, None, :], np.array([[shard.vectors[0] @ twin]]), 1, 3.0
+    )
+    np.testing.assert_allclose(augmented[:1], expected, atol=1e-3)

@@ -175,3 +175,47 @@ def test_new_query_batch_reuses_the_reference_side(
     jobs = plan(root / "run", {**config, "queries": str(batch), "ground_truth": ""})
     assert not [job for job in jobs if "set=references" in job[1]]
     assert ("ingest", "set=queries, shard=s" + f"{shard_index('Q10000', 2):04d}") in jobs
+
+
+def test_a_neural_model_adds_gpu_embedding_jobs(
+    finished_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, config = finished_run
+    weights = tmp_path / "sscd.onnx"
+    weights.write_bytes(b"stand-in: a dry run does not open it")
+    sscd = {"backend": "onnx", "weights": str(weights), "input_format": "nhwc_uint8"}
+    jobs = plan(
+        root / "run",
+        {**config, "models": {"sscd": sscd}, "global": {"models": ["vlad", "sscd"]}},
+    )
+    embeds = sorted(w for rule, w in jobs if rule == "embed_images")
+    assert embeds == sorted(
+        f"model=sscd, set={name}, shard={shard}"
+        for name, shards in (("queries", 2), ("references", 4), ("training", 1))
+        for shard in (f"s{i:04d}" for i in range(shards))
+    )
+    assert {rule for rule, _ in jobs} >= {"fit_normalization", "global_search", "verify"}
+    assert not [job for job in jobs if job[0] in ("embed_vlad", "local_search")]
+
+
+def test_unknown_global_model_is_a_clear_error(finished_run: tuple[Path, dict]) -> None:
+    root, config = finished_run
+    result = snakemake(root / "run", {**config, "global": {"models": ["sscd"]}}, "-n")
+    assert result.returncode != 0
+    assert "global.models names ['sscd']" in result.stdout
+
+
+def test_dba_adds_one_augmentation_job_per_reference_shard(finished_run: tuple[Path, dict]) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "global": {"dba": {"k": 2}}})
+    assert sorted(w for rule, w in jobs if rule == "augment_references") == [
+        f"model=vlad, shard=s{i:04d}" for i in range(4)
+    ]
+    assert {rule for rule, _ in jobs} == {
+        "all",
+        "augment_references",
+        "global_search",
+        "verify",
+        "fuse",
+        "evaluate",
+    }

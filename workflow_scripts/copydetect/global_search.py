@@ -691,3 +691,29 @@ def global_candidates(
     else:
         bank_sims = np.zeros(len(x))
     return _candidate_table(queries.ids, top, bank_sims, params)
+
+
+def augment_references(
+    shard: Embeddings,
+    reference_shards: Sequence[str | os.PathLike],
+    k: int,
+    alpha: float,
+    use_gpu: str = "auto",
+) -> np.ndarray:
+    """DBA of one shard of (projected) reference vectors over all reference shards.
+
+    Each reference becomes ``L2(r + Σ_{i<k} s_i^α · n_i)`` over its top-k *other* references,
+    so near-duplicate references pull together and a copy of any of them scores higher. One
+    reference shard in memory at a time, as in the search.
+    """
+    vectors = np.asarray(shard.vectors, dtype=np.float32)
+    if k == 0 or len(vectors) == 0:
+        return l2_normalize(vectors).astype(np.float32)
+    identity = Normalization.identity(vectors.shape[1])
+    top = _knn_pass(vectors, reference_shards, identity, k + 1, _Device.choose(use_gpu), k + 1)
+    # Each reference finds itself; move that entry last (stable) and keep the first k others.
+    is_self = top.ids == np.asarray(shard.ids, dtype=object)[:, None]
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    sims = np.take_along_axis(top.sims, order, axis=1)
+    neighbors = np.take_along_axis(top.vectors, order[:, :, None], axis=1)
+    return dba_vectors(vectors, neighbors, sims, k, alpha)
