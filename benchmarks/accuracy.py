@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from results_file import replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
@@ -345,21 +346,6 @@ def relative_command(command: Sequence[str]) -> list[str]:
     """The command with this checkout's absolute paths made relative to the repository."""
     prefix = str(ROOT) + os.sep
     return [part.replace(prefix, "") for part in command]
-
-
-def replace_section(results: Path, heading: str, text: str) -> None:
-    """Replace the section starting with ``heading`` (up to the next ``## ``) or append it.
-
-    Re-reads the file just before writing: other benchmarks write their own sections.
-    """
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    start = old.find(heading)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text + ("\n" + old[end + 1 :] if end >= 0 else "")
-    results.write_text(new)
 
 
 # --- Command line ---

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dag import replace_section  # noqa: E402
+from results_file import replace_section  # noqa: E402
 
 from copydetect.ablation import ablation  # noqa: E402
 from copydetect.metrics import evaluate, read_ground_truth, read_predictions  # noqa: E402

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_file import replace_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "dag"
 
@@ -112,18 +114,6 @@ def write_results(rows: list[tuple[int, str, float, float, int]], n_queries: int
         "",
     ]
     replace_section(ROOT / "benchmarks" / "results.md", lines[0], "\n".join(lines))
-
-
-def replace_section(results: Path, heading: str, text: str) -> None:
-    """Replace the section starting with ``heading`` (up to the next ``## ``) or append it."""
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    start = old.find(heading)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
-    results.write_text(new)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
+from results_file import replace_section  # noqa: E402
+
 from copydetect.ingest import IngestParams, ingest_shard  # noqa: E402
 
 HEADING = "## Ingest throughput"
@@ -168,16 +170,7 @@ def section(result: Result, n_images: int, processes: int, rounds: int, command:
 
 
 def write_section(results_md: Path, text: str) -> None:
-    """Replace the section with our heading (up to the next ``## ``) or append it."""
-    lines = results_md.read_text().splitlines(keepends=True) if results_md.exists() else []
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == HEADING), None)
-    if start is None:
-        prefix = "".join(lines) or "# Benchmark results\n"
-        results_md.write_text(prefix.rstrip("\n") + "\n\n" + text)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    results_md.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
+    replace_section(results_md, HEADING, text)
 
 
 def main() -> None:

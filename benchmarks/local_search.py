@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT / "workflow_scripts"))
 WORK = ROOT / "benchmarks" / "work" / "local_search"
 HEADING = "## Local descriptor search: memory vs |R| (benchmarks/local_search.py)"
 
+from results_file import replace_section  # noqa: E402
+
 from copydetect.shards import SiftFeatures, read_sift_shard, write_sift_shard  # noqa: E402
 
 
@@ -253,21 +255,6 @@ def write_results(results: list[dict], args: argparse.Namespace, queries: Path) 
     ]
     replace_section(args.results, HEADING, "\n".join(lines))
     print("\n".join(lines))
-
-
-def replace_section(results: Path, heading: str, text: str) -> None:
-    """Replace the section starting with ``heading`` (up to the next ``## ``) or append it.
-
-    Re-reads the file just before writing: other benchmarks write their own sections.
-    """
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    start = old.find(heading)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
-    results.write_text(new)
 
 
 if __name__ == "__main__":

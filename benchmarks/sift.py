@@ -40,6 +40,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
+from results_file import replace_section  # noqa: E402
+
 from copydetect.shards import ImageRecord, iter_image_records, write_image_shard  # noqa: E402
 from copydetect.sift import SiftParams, sift_shard  # noqa: E402
 from copydetect.verify import VerifyParams, verify_candidates  # noqa: E402
@@ -304,19 +306,6 @@ def write_results(
         "",
     ]
     replace_section(ROOT / "benchmarks" / "results.md", HEADING, "\n".join(lines))
-
-
-def replace_section(results: Path, heading: str, text: str) -> None:
-    """Replace the section starting with ``heading`` (up to the next ``## ``) or append it."""
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    start = old.find(heading)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = old.find("\n## ", start + len(heading))
-        rest = old[end + 1 :] if end >= 0 else ""
-        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
-    results.write_text(new)
 
 
 if __name__ == "__main__":
