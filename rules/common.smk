@@ -236,3 +236,8 @@ def query_candidate_tables(wildcards):
 
 def candidate_branches():
     return ["local", *global_models()]
+
+
+def set_embedding_shards(wildcards):
+    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(wildcards.set, pattern)

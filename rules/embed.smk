@@ -116,3 +116,17 @@ rule augment_references:
         gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/augment_references.py"
+
+
+rule export_isc2021:
+    """A set's raw embeddings in the isc2021 layout (image_names, vectors), on request."""
+    input:
+        shards=set_embedding_shards,
+    output:
+        export=f"{RESULTS}/export/{{model}}/{{set}}.h5",
+    log:
+        f"{RESULTS}/logs/export_isc2021/{{model}}/{{set}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/export_isc2021.py"
