@@ -104,8 +104,9 @@ def write_results(rows: list[tuple[int, str, float, float, int]], n_queries: int
         "",
         f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores. "
         f"List inputs (one path per line), {n_queries} queries, default config "
-        "(shard_size 1000 for queries and 2000 for references, 16 reference shards per search job); `change_detection: stat` reads "
-        "each image's size and mtime while planning, `path` only lists names. Command: "
+        "(shard_size 1000 for queries and 2000 for references, 16 reference shards per search "
+        "job); `change_detection: stat` reads each image's size and mtime while planning, "
+        "`path` only lists names. Command: "
         "`.venv/bin/python benchmarks/dag.py`. Target: < 60 s at 1M references.",
         "",
         "| references | change_detection | dry-run wall (s) | peak RSS (MiB) | jobs planned |",
