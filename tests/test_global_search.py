@@ -501,7 +501,11 @@ def test_rule_scripts_end_to_end(tmp_path: Path, training: SimpleNamespace) -> N
                 normalization=str(norm_path),
             ),
             output=SimpleNamespace(candidates=str(out)),
-            params=SimpleNamespace(search={"k": 5, "candidates_per_query": 4, "use_gpu": "never"}),
+            params=SimpleNamespace(
+                search={"k": 5, "candidates_per_query": 4, "use_gpu": "never"},
+                gpu_lock_dir=str(tmp_path / "locks"),
+            ),
+            resources={"gpu": 0},
             log=[str(tmp_path / "search.log")],
             threads=2,
         ),

@@ -436,7 +436,8 @@ def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> No
                     queries=str(dataset.queries), references=list(map(str, group))
                 ),
                 output=SimpleNamespace(neighbors=str(out)),
-                params=SimpleNamespace(local=local),
+                params=SimpleNamespace(local=local, gpu_lock_dir=str(tmp_path / "locks")),
+                resources={"gpu": 0},
                 log=[str(tmp_path / f"search_{name}.log")],
                 threads=1,
             ),
