@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import runpy
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +9,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from script_runner import run_script
 
 from copydetect import global_search
 from copydetect.global_search import (
@@ -31,8 +29,6 @@ from copydetect.global_search import (
 )
 from copydetect.shards import Embeddings, read_embedding_shard, write_embedding_shard
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "workflow_scripts"
 HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
@@ -451,20 +447,6 @@ def test_params_reject_unknown_keys_and_bad_values() -> None:
 
 
 # --- rule scripts -------------------------------------------------------------------------------
-
-
-def run_script(name: str, snakemake: SimpleNamespace) -> None:
-    """Run a rule script as Snakemake would (a global ``snakemake``), restoring stderr."""
-    saved, root = sys.stderr, logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers = []  # so the script's basicConfig takes effect, as in a fresh process
-    try:
-        runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": snakemake})
-    finally:
-        if sys.stderr is not saved:
-            sys.stderr.close()
-        sys.stderr = saved
-        root.handlers, root.level = handlers, level
 
 
 def test_rule_scripts_end_to_end(tmp_path: Path, training: SimpleNamespace) -> None:

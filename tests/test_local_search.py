@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import runpy
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from script_runner import run_script
 
 from copydetect import local_search
 from copydetect.local_search import (
@@ -32,7 +30,6 @@ from copydetect.local_search import (
 from copydetect.shards import SiftFeatures, read_sift_shard, write_sift_shard
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "workflow_scripts"
 
 
 # --- synthetic SIFT data ------------------------------------------------------------------------
@@ -408,20 +405,6 @@ def test_params_accept_the_config_section_and_reject_unknown_keys() -> None:
         LocalSearchParams.from_mapping({"kk": 1})
     with pytest.raises(ValueError, match="pq_m"):
         LocalSearchParams(index="ivf_pq", pq_m=5)
-
-
-def run_script(name: str, snakemake: SimpleNamespace) -> None:
-    """Run a rule script as Snakemake would (a global ``snakemake``), restoring stderr."""
-    saved, root = sys.stderr, logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers = []  # so the script's basicConfig takes effect, as in a fresh process
-    try:
-        runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": snakemake})
-    finally:
-        if sys.stderr is not saved:
-            sys.stderr.close()
-        sys.stderr = saved
-        root.handlers, root.level = handlers, level
 
 
 def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> None:

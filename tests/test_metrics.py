@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from script_runner import run_script
 
 from copydetect.metrics import (
     GroundTruthMatch,
@@ -23,7 +22,6 @@ from copydetect.metrics import (
     read_predictions,
 )
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "workflow_scripts"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -273,7 +271,7 @@ def test_pr_curve_png_is_written(tmp_path: Path, empty: bool):
     assert [x.name for x in out.parent.iterdir()] == ["pr.png"]  # no temporary left behind
 
 
-def test_evaluate_script_writes_metrics_and_curve(tmp_path: Path, monkeypatch):
+def test_evaluate_script_writes_metrics_and_curve(tmp_path: Path):
     predictions = write(
         tmp_path / "p.csv", "query_id,reference_id,score\nq1,r1,0.9\nq2,x,0.8\nq1,r1,0.1\n"
     )
@@ -285,13 +283,7 @@ def test_evaluate_script_writes_metrics_and_curve(tmp_path: Path, monkeypatch):
         ),
         log=[str(tmp_path / "evaluate.log")],
     )
-    before = sys.stderr
-    monkeypatch.setattr(sys, "stderr", before)  # restored after the script swaps it
-    try:
-        runpy.run_path(str(SCRIPTS / "evaluate.py"), init_globals={"snakemake": snakemake})
-    finally:
-        if sys.stderr is not before:
-            sys.stderr.close()
+    run_script("evaluate.py", snakemake)
     text = (tmp_path / "metrics.json").read_text()
     metrics = json.loads(text)
     assert list(metrics) == sorted(metrics)

@@ -80,6 +80,23 @@ def iter_images(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
         yield record.id, decode_rgb(record.jpeg)
 
 
+def _row_index(f: h5py.File, ids: Sequence[str], path: str | os.PathLike) -> dict[str, int]:
+    """Row of each wanted id in a shard, in stored order (reads then move forward through the
+    file); an id the shard lacks is an error naming the file."""
+    index = {image_id: i for i, image_id in enumerate(f["ids"].asstr()[:])}
+    missing = sorted(set(ids) - set(index))
+    if missing:
+        raise KeyError(f"{path}: {len(missing)} ids not in the shard, e.g. {missing[:3]}")
+    return {image_id: index[image_id] for image_id in sorted(set(ids), key=index.__getitem__)}
+
+
+def read_jpegs(path: str | os.PathLike, ids: Sequence[str]) -> dict[str, bytes]:
+    """Stored JPEG bytes of the images ``ids`` of an image shard (only those rows are read)."""
+    with h5py.File(path, "r") as f:
+        jpeg = f["jpeg"]
+        return {image_id: jpeg[i].tobytes() for image_id, i in _row_index(f, ids, path).items()}
+
+
 def write_sift_shard(path: str | os.PathLike, features: Sequence[SiftFeatures]) -> None:
     """Write a SIFT shard atomically; per-image rows are concatenated and indexed by offsets."""
     counts = np.array([len(x.keypoints) for x in features], dtype=np.int64)
@@ -95,6 +112,24 @@ def write_sift_shard(path: str | os.PathLike, features: Sequence[SiftFeatures]) 
         f.create_dataset("descriptors", data=descriptors.astype(np.uint8).reshape(-1, 128))
         sizes = np.array([x.image_size for x in features], dtype=np.int32).reshape(-1, 2)
         f.create_dataset("image_size", data=sizes)
+
+
+def read_sift_rows(path: str | os.PathLike, ids: Sequence[str]) -> dict[str, SiftFeatures]:
+    """SIFT features of the images ``ids`` of a SIFT shard, read by offsets: memory follows
+    the wanted images, not the shard."""
+    with h5py.File(path, "r") as f:
+        rows = _row_index(f, ids, path)
+        offsets, sizes = f["offsets"][:], f["image_size"][:]
+        keypoints, descriptors = f["keypoints"], f["descriptors"]
+        return {
+            image_id: SiftFeatures(
+                image_id,
+                keypoints[offsets[i] : offsets[i + 1]],
+                descriptors[offsets[i] : offsets[i + 1]],
+                (int(sizes[i, 0]), int(sizes[i, 1])),
+            )
+            for image_id, i in rows.items()
+        }
 
 
 def read_sift_shard(path: str | os.PathLike) -> list[SiftFeatures]:

@@ -24,16 +24,15 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import cv2
-import h5py
 import numpy as np
 import pandas as pd
 
-from copydetect.shards import SiftFeatures
+from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray, extract_sift
 
 logger = logging.getLogger(__name__)
@@ -273,47 +272,6 @@ def flipped_features(
 
 
 # --- Candidate tables: loading only what is verified, verifying in worker processes ---------
-
-
-def read_sift_rows(path: str | os.PathLike, ids: Sequence[str]) -> dict[str, SiftFeatures]:
-    """SIFT features of the images ``ids`` of a SIFT shard, read by offsets.
-
-    Only the wanted rows are read (in stored order, so reads move forward through the file):
-    memory follows the candidates, not the shard.
-    """
-    with h5py.File(path, "r") as f:
-        index = {image_id: i for i, image_id in enumerate(f["ids"].asstr()[:])}
-        missing = sorted(set(ids) - set(index))
-        if missing:
-            raise KeyError(f"{path}: {len(missing)} ids not in the SIFT shard, e.g. {missing[:3]}")
-        offsets = f["offsets"][:]
-        sizes = f["image_size"][:]
-        keypoints, descriptors = f["keypoints"], f["descriptors"]
-        rows = {}
-        for image_id in sorted(set(ids), key=index.__getitem__):
-            i = index[image_id]
-            start, stop = int(offsets[i]), int(offsets[i + 1])
-            rows[image_id] = SiftFeatures(
-                image_id,
-                keypoints[start:stop],
-                descriptors[start:stop],
-                (int(sizes[i, 0]), int(sizes[i, 1])),
-            )
-    return rows
-
-
-def read_jpegs(path: str | os.PathLike, ids: Sequence[str]) -> dict[str, bytes]:
-    """Stored JPEG bytes of the images ``ids`` of an image shard."""
-    with h5py.File(path, "r") as f:
-        index = {image_id: i for i, image_id in enumerate(f["ids"].asstr()[:])}
-        missing = sorted(set(ids) - set(index))
-        if missing:
-            raise KeyError(f"{path}: {len(missing)} ids not in the image shard, e.g. {missing[:3]}")
-        jpeg = f["jpeg"]
-        return {
-            image_id: jpeg[index[image_id]].tobytes()
-            for image_id in sorted(set(ids), key=index.__getitem__)
-        }
 
 
 @dataclass
