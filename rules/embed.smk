@@ -72,6 +72,8 @@ rule fit_normalization:
         normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
     log:
         f"{RESULTS}/logs/fit_normalization/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_normalization/{{model}}.tsv"
     conda:
         "../envs/cpu.yaml"
     params:

@@ -219,3 +219,9 @@ def test_dba_adds_one_augmentation_job_per_reference_shard(finished_run: tuple[P
         "fuse",
         "evaluate",
     }
+
+
+def test_isc2021_export_is_one_job_on_request(finished_run: tuple[Path, dict]) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", config, "results/export/vlad/references.h5")
+    assert jobs == [("export_isc2021", "model=vlad, set=references")]
