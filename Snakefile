@@ -12,12 +12,14 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/synthesize.smk"
 include: "rules/ingest.smk"
+include: "rules/detect.smk"
 include: "rules/sift.smk"
 include: "rules/embed.smk"
 include: "rules/search.smk"
 include: "rules/verify.smk"
 include: "rules/fuse.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

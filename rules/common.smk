@@ -21,11 +21,14 @@ from copydetect.inputs import (  # noqa: E402
 )
 
 IMAGE_SETS = ("queries", "references", "training")
+# Crops of the queries made by detect_overlays: image shards like the others, one per query
+# shard, holding only the queries whose overlay box passed that branch's filters.
+CROP_SETS = ("crops_global", "crops_local")
 RESULTS = "results"
 
 
 wildcard_constraints:
-    set="|".join(IMAGE_SETS),
+    set="|".join((*IMAGE_SETS, *CROP_SETS)),
     shard=r"s\d{4}",
     group=r"g\d{4}",
 
@@ -51,7 +54,8 @@ def image_shards(set_name):
 
 
 def shard_names(set_name):
-    return list(image_shards(set_name))
+    """Shards of a set; a crop set has the shards of the queries it was cut from."""
+    return list(image_shards("queries" if set_name in CROP_SETS else set_name))
 
 
 def shard_image_table(wildcards):
@@ -97,7 +101,7 @@ def reference_group_features(wildcards):
 
 def query_shard_neighbors(wildcards):
     return [
-        f"{RESULTS}/search/local/{wildcards.shard}/{group}.h5"
+        f"{RESULTS}/search/local/{wildcards.view}/{wildcards.shard}/{group}.h5"
         for group in reference_groups()
     ]
 
@@ -107,12 +111,20 @@ def active_sets():
 
 
 def final_outputs(wildcards):
-    """Targets of the default target (all): ingest summaries, predictions and, with ground truth, metrics."""
+    """Targets of the default target (all): ingest summaries, predictions, the gallery and, with
+    ground truth, the evaluation."""
     targets = [f"{RESULTS}/images/{name}/summary.json" for name in active_sets()]
-    targets.append(f"{RESULTS}/predictions.csv")
+    targets += [f"{RESULTS}/predictions.csv", f"{RESULTS}/report/gallery.html"]
+    if config["overlay"]["detector"] == "train":
+        targets.append(f"{RESULTS}/overlay/detector_metrics.json")
     if config["ground_truth"]:
-        targets += [f"{RESULTS}/eval/metrics.json", f"{RESULTS}/eval/pr_curve.png"]
+        targets += evaluation_files()
     return targets
+
+
+def evaluation_files():
+    names = ("metrics.json", "pr_curve.png", "ablation.csv", "edit_recall.csv")
+    return [f"{RESULTS}/eval/{name}" for name in names]
 
 
 def reference_sift_shards(wildcards):
@@ -120,7 +132,16 @@ def reference_sift_shards(wildcards):
 
 
 def query_pair_tables(wildcards):
-    return set_shard_files("queries", f"{RESULTS}/verify/{{shard}}.pairs.csv")
+    return set_shard_files("queries", f"{RESULTS}/verify/queries/{{shard}}.pairs.csv")
+
+
+def crop_pair_tables(wildcards):
+    """Pair tables of the crop-local branch (its own SIFT matches on the crops), if it runs."""
+    if not crop_branch("local"):
+        return []
+    return set_shard_files(
+        "queries", f"{RESULTS}/verify/crops_local/{{shard}}.pairs.csv"
+    )
 
 
 _CANDIDATE_KEYS = ("candidates_per_query", "min_votes")
@@ -224,20 +245,91 @@ def searched_reference_shards(wildcards):
     return set_shard_files("references", pattern)
 
 
+def candidate_sources(view):
+    """(branch, candidates file pattern) pairs verified with the SIFT features of ``view``.
+
+    The full query (view ``queries``) verifies the local branch, every global model and the
+    global models run on the global crops (branches ``crop_<model>``); the local crops (view
+    ``crops_local``) verify their own local-search candidates.
+    """
+    search = f"{RESULTS}/search"
+    if view == "crops_local":
+        return [("local", f"{search}/local/crops_local/{{shard}}.candidates.csv")]
+    sources = [("local", f"{search}/local/queries/{{shard}}.candidates.csv")]
+    for model in global_models():
+        sources.append(
+            (model, f"{search}/global/{model}/queries/{{shard}}.candidates.csv")
+        )
+    if crop_branch("global"):
+        for model in global_models():
+            pattern = f"{search}/global/{model}/crops_global/{{shard}}.candidates.csv"
+            sources.append((f"crop_{model}", pattern))
+    return sources
+
+
 def query_candidate_tables(wildcards):
-    """Every branch's candidates of one query shard: local first, then each global model."""
-    tables = [f"{RESULTS}/search/local/{wildcards.shard}.candidates.csv"]
-    tables += [
-        f"{RESULTS}/search/global/{model}/{wildcards.shard}.candidates.csv"
-        for model in global_models()
+    return [
+        pattern.format(shard=wildcards.shard)
+        for _, pattern in candidate_sources(wildcards.view)
     ]
-    return tables
 
 
-def candidate_branches():
-    return ["local", *global_models()]
+def candidate_branches(wildcards):
+    return [branch for branch, _ in candidate_sources(wildcards.view)]
 
 
 def set_embedding_shards(wildcards):
     pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
     return set_shard_files(wildcards.set, pattern)
+
+
+# --- Overlay detection and crop branches ------------------------------------------------------
+
+
+def crop_branch(name):
+    """Whether the crop branch ``name`` (global or local) runs: a detector is configured and the
+    branch is switched on."""
+    overlay = config["overlay"]
+    return overlay["detector"] != "none" and overlay["branches"][name]
+
+
+def overlay_detector_weights(wildcards):
+    """The detector weights: trained by the workflow, or the file the config names."""
+    detector = config["overlay"]["detector"]
+    return f"{RESULTS}/overlay/detector.pt" if detector == "train" else detector
+
+
+def fit_image_shards(wildcards):
+    return set_shard_files(fit_set(), f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+
+
+# --- Fusion and report ------------------------------------------------------------------------
+
+
+def fusion_model(wildcards):
+    """The fitted logistic fusion model, when the config names one (method logistic)."""
+    fusion = config["fusion"]
+    if fusion["method"] != "logistic":
+        return []
+    if not fusion["model"]:
+        raise WorkflowError(
+            "fusion.method is 'logistic' but fusion.model names no fitted model file "
+            "(fit one with rule fit_fusion on a labeled development run)"
+        )
+    return [fusion["model"]]
+
+
+def gallery_query_images(wildcards):
+    return set_shard_files("queries", f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+
+
+def gallery_reference_images(wildcards):
+    return set_shard_files("references", f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+
+
+def gallery_query_features(wildcards):
+    return set_shard_files("queries", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+
+
+def gallery_metrics(wildcards):
+    return [f"{RESULTS}/eval/metrics.json"] if config["ground_truth"] else []

@@ -1,14 +1,38 @@
 rule evaluate:
-    """ISC2021 micro-AP, recall@P90 and the PR curve of predictions.csv against ground truth."""
+    """ISC2021 micro-AP, recall@P90 and its threshold, the PR curve, each branch alone against
+    the fused score, and recall by edit type when the synthesizer's edit log is given.
+    """
     input:
         predictions=f"{RESULTS}/predictions.csv",
+        scored_pairs=f"{RESULTS}/fuse/scored_pairs.csv",
         ground_truth=config["ground_truth"] or [],
+        edits=config["edits"] or [],
     output:
-        metrics=f"{RESULTS}/eval/metrics.json",
-        pr_curve=f"{RESULTS}/eval/pr_curve.png",
+        metrics=report(
+            f"{RESULTS}/eval/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+        pr_curve=report(
+            f"{RESULTS}/eval/pr_curve.png",
+            caption="../report/pr_curve.rst",
+            category="Evaluation",
+        ),
+        ablation=report(
+            f"{RESULTS}/eval/ablation.csv",
+            caption="../report/ablation.rst",
+            category="Evaluation",
+        ),
+        edit_recall=report(
+            f"{RESULTS}/eval/edit_recall.csv",
+            caption="../report/edit_recall.rst",
+            category="Evaluation",
+        ),
     log:
         f"{RESULTS}/logs/evaluate.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        fusion=config["fusion"],
     script:
         "../workflow_scripts/evaluate.py"

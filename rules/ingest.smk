@@ -7,6 +7,8 @@ rule ingest:
         f"{RESULTS}/logs/ingest/{{set}}/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{set}}/{{shard}}.tsv"
+    wildcard_constraints:
+        set="|".join(IMAGE_SETS),
     conda:
         "../envs/cpu.yaml"
     params:

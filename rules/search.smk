@@ -1,15 +1,18 @@
 rule local_search:
-    """Nearest reference descriptors of every descriptor of one query shard, over one group of
-    reference shards (memory bounded by the group, never by the whole reference set)."""
+    """Nearest reference descriptors of every descriptor of one query shard (or its local crops),
+    over one group of reference shards (memory bounded by the group, never by the whole
+    reference set)."""
     input:
-        queries=f"{RESULTS}/sift/queries/{{shard}}.h5",
+        queries=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
         references=reference_group_features,
     output:
-        neighbors=f"{RESULTS}/search/local/{{shard}}/{{group}}.h5",
+        neighbors=f"{RESULTS}/search/local/{{view}}/{{shard}}/{{group}}.h5",
     log:
-        f"{RESULTS}/logs/local_search/{{shard}}/{{group}}.log",
+        f"{RESULTS}/logs/local_search/{{view}}/{{shard}}/{{group}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/local_search/{{shard}}/{{group}}.tsv"
+        f"{RESULTS}/benchmarks/local_search/{{view}}/{{shard}}/{{group}}.tsv"
+    wildcard_constraints:
+        view="queries|crops_local",
     conda:
         "../envs/gpu.yaml"
     threads: 4
@@ -25,13 +28,15 @@ rule local_search:
 rule local_candidates:
     """Merge one query shard's neighbours over all reference groups into votes and candidates."""
     input:
-        queries=f"{RESULTS}/sift/queries/{{shard}}.h5",
+        queries=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
         neighbors=query_shard_neighbors,
     output:
-        votes=f"{RESULTS}/search/local/{{shard}}.votes.csv",
-        candidates=f"{RESULTS}/search/local/{{shard}}.candidates.csv",
+        votes=f"{RESULTS}/search/local/{{view}}/{{shard}}.votes.csv",
+        candidates=f"{RESULTS}/search/local/{{view}}/{{shard}}.candidates.csv",
     log:
-        f"{RESULTS}/logs/local_candidates/{{shard}}.log",
+        f"{RESULTS}/logs/local_candidates/{{view}}/{{shard}}.log",
+    wildcard_constraints:
+        view="queries|crops_local",
     conda:
         "../envs/cpu.yaml"
     params:
@@ -42,18 +47,21 @@ rule local_candidates:
 
 
 rule global_search:
-    """kNN of one query shard's embeddings over every reference shard of a model (one shard in
-    memory at a time), with score normalization against the training bank."""
+    """kNN of one query shard's embeddings (or its global crops') over every reference shard of
+    a model (one shard in memory at a time), with score normalization against the bank.
+    """
     input:
-        queries=f"{RESULTS}/projected/{{model}}/queries/{{shard}}.h5",
+        queries=f"{RESULTS}/projected/{{model}}/{{view}}/{{shard}}.h5",
         references=searched_reference_shards,
         normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
     output:
-        candidates=f"{RESULTS}/search/global/{{model}}/{{shard}}.candidates.csv",
+        candidates=f"{RESULTS}/search/global/{{model}}/{{view}}/{{shard}}.candidates.csv",
     log:
-        f"{RESULTS}/logs/global_search/{{model}}/{{shard}}.log",
+        f"{RESULTS}/logs/global_search/{{model}}/{{view}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/global_search/{{model}}/{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/global_search/{{model}}/{{view}}/{{shard}}.tsv"
+    wildcard_constraints:
+        view="queries|crops_global",
     conda:
         "../envs/gpu.yaml"
     threads: 2

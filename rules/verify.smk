@@ -1,21 +1,24 @@
 rule verify:
-    """Ratio-test matching + RANSAC for every candidate pair of one query shard."""
+    """Ratio-test matching + RANSAC for every candidate pair of one query shard, with the full
+    queries' features (view queries) or the local crops' (view crops_local)."""
     input:
         candidates=query_candidate_tables,
-        query_features=f"{RESULTS}/sift/queries/{{shard}}.h5",
-        query_images=f"{RESULTS}/images/queries/{{shard}}.h5",
+        query_features=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
+        query_images=f"{RESULTS}/images/{{view}}/{{shard}}.h5",
         reference_features=reference_sift_shards,
     output:
-        pairs=f"{RESULTS}/verify/{{shard}}.pairs.csv",
+        pairs=f"{RESULTS}/verify/{{view}}/{{shard}}.pairs.csv",
     log:
-        f"{RESULTS}/logs/verify/{{shard}}.log",
+        f"{RESULTS}/logs/verify/{{view}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/verify/{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/verify/{{view}}/{{shard}}.tsv"
+    wildcard_constraints:
+        view="queries|crops_local",
     conda:
         "../envs/cpu.yaml"
     threads: 8
     params:
-        branches=candidate_branches(),
+        branches=candidate_branches,
         verify=config["verify"],
         sift=config["sift"],
     script:

@@ -153,7 +153,8 @@ def test_changed_verify_parameter_reruns_verify_and_what_follows(
 ) -> None:
     root, config = finished_run
     jobs = plan(root / "run", {**config, "verify": {"ratio": 0.7}})
-    assert sorted({rule for rule, _ in jobs}) == ["all", "evaluate", "fuse", "verify"]
+    rules = sorted({rule for rule, _ in jobs})
+    assert rules == ["all", "evaluate", "fuse", "make_gallery", "verify"]
 
 
 def test_changed_candidate_threshold_does_not_rerun_the_search(
@@ -162,7 +163,7 @@ def test_changed_candidate_threshold_does_not_rerun_the_search(
     root, config = finished_run
     jobs = plan(root / "run", {**config, "local": {"reference_shards_per_job": 2, "min_votes": 3}})
     rules = sorted({rule for rule, _ in jobs})
-    assert rules == ["all", "evaluate", "fuse", "local_candidates", "verify"]
+    assert rules == ["all", "evaluate", "fuse", "local_candidates", "make_gallery", "verify"]
 
 
 def test_new_query_batch_reuses_the_reference_side(
@@ -218,6 +219,7 @@ def test_dba_adds_one_augmentation_job_per_reference_shard(finished_run: tuple[P
         "verify",
         "fuse",
         "evaluate",
+        "make_gallery",
     }
 
 
@@ -225,3 +227,49 @@ def test_isc2021_export_is_one_job_on_request(finished_run: tuple[Path, dict]) -
     root, config = finished_run
     jobs = plan(root / "run", config, "results/export/vlad/references.h5")
     assert jobs == [("export_isc2021", "model=vlad, set=references")]
+
+
+def test_changed_fusion_setting_reruns_only_fusion_and_what_reads_it(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "fusion": {"top_k_per_query": 3}})
+    assert sorted({rule for rule, _ in jobs}) == ["all", "evaluate", "fuse", "make_gallery"]
+
+
+def test_a_trained_overlay_detector_adds_the_crop_branches(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "overlay": {"detector": "train"}})
+    rules = {rule for rule, _ in jobs}
+    assert {"synthesize_overlay_data", "train_overlay_detector"} <= rules
+    query_shards = [f"shard=s{i:04d}" for i in range(2)]
+    assert sorted(w for rule, w in jobs if rule == "detect_overlays") == query_shards
+    crop_jobs = {(rule, w.split(", shard=")[0]) for rule, w in jobs if "crops_" in w}
+    assert crop_jobs == {
+        ("sift", "set=crops_global"),  # VLAD embeds from SIFT
+        ("sift", "set=crops_local"),
+        ("embed_vlad", "model=vlad, set=crops_global"),
+        ("project_embeddings", "model=vlad, set=crops_global"),
+        ("global_search", "model=vlad, view=crops_global"),
+        ("local_search", "view=crops_local"),
+        ("local_candidates", "view=crops_local"),
+        ("verify", "view=crops_local"),
+    }
+    # The reference side is reused as it is.
+    assert not [job for job in jobs if "set=references" in job[1]]
+
+
+def test_own_detector_weights_skip_training(
+    finished_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, config = finished_run
+    weights = tmp_path / "detector.pt"
+    weights.write_bytes(b"stand-in: a dry run does not open it")
+    overlay = {"detector": str(weights), "branches": {"global": False}}
+    jobs = plan(root / "run", {**config, "overlay": overlay})
+    rules = {rule for rule, _ in jobs}
+    assert "detect_overlays" in rules
+    assert not rules & {"synthesize_overlay_data", "train_overlay_detector", "global_search"}
+    assert not [job for job in jobs if "crops_global" in job[1]]

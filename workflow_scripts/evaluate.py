@@ -1,14 +1,19 @@
-"""Snakemake script: score ``predictions.csv`` against the ground truth (ISC2021 matching track).
+"""Snakemake script: score the predictions against the ground truth (ISC2021 matching track).
 
-Writes ``metrics.json`` (micro-AP, recall at P90 and its threshold, recall at rank 1/10, counts)
-and the precision-recall curve as a PNG.
+Writes ``metrics.json`` (micro-AP, recall at P90 and its score threshold ``threshold_at_p90``,
+recall at rank 1/10, counts), the precision-recall curve (PNG), ``ablation.csv`` (the fusion and
+each branch alone, under the same top-k and cap as the predictions) and ``edit_recall.csv``
+(recall by edit type when the synthesizer's edit log is an input; the ``all`` rows otherwise).
 """
 
 import json
 import logging
 import sys
 
+from copydetect.ablation import ablation_table, evaluate_each, ranked_predictions, write_table
 from copydetect.atomic import atomic_path
+from copydetect.evaluation import edit_recall, read_edits
+from copydetect.fusion import FusionParams, read_scored_pairs
 from copydetect.metrics import (
     deduplicate,
     evaluate,
@@ -23,6 +28,13 @@ logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 log = logging.getLogger("evaluate")
+
+
+def input_paths(name):
+    """The files of a named input: absent, ``[]``, one path or a list of paths."""
+    value = getattr(snakemake.input, name, [])
+    return [value] if isinstance(value, str) else list(value)
+
 
 # Deduplicated once here so the metrics and the curve agree and the warning is logged once.
 predictions = deduplicate(read_predictions(snakemake.input.predictions))
@@ -47,3 +59,17 @@ with atomic_path(snakemake.output.metrics) as tmp:
 precision, recall, _ = precision_recall_curve(ground_truth.matches, predictions)
 title = f"micro-AP {metrics.micro_ap:.4f}, recall@P90 {metrics.recall_at_p90:.4f}"
 plot_pr_curve(precision, recall, snakemake.output.pr_curve, title)
+
+scored_pairs = input_paths("scored_pairs")
+if scored_pairs:  # the per-branch tables need the fused pair table of rule fuse
+    fusion = FusionParams.from_mapping(getattr(snakemake.params, "fusion", {}))
+    ranked = ranked_predictions(
+        read_scored_pairs(scored_pairs[0]), fusion.top_k_per_query, fusion.max_predictions
+    )
+    by_branch = evaluate_each(ranked, ground_truth)
+    ablation = ablation_table(by_branch)
+    log.info("each branch alone:\n%s", ablation.to_string(index=False))
+    write_table(ablation, snakemake.output.ablation)
+    edit_logs = input_paths("edits")
+    edits = read_edits(edit_logs[0]) if edit_logs else None
+    write_table(edit_recall(ground_truth, ranked, by_branch, edits), snakemake.output.edit_recall)

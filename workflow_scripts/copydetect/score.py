@@ -73,23 +73,28 @@ def _best_per_pair(pairs: pd.DataFrame) -> pd.DataFrame:
     return scored.drop_duplicates(["query_id", "reference_id"], keep="first")
 
 
-def predictions_from_pairs(
-    pairs_tables: Sequence[pd.DataFrame],
+def empty_predictions() -> pd.DataFrame:
+    """A predictions table with no rows (string ids, float scores)."""
+    return pd.DataFrame(
+        {c: pd.Series(dtype=float if c == "score" else str) for c in PREDICTION_COLUMNS}
+    )
+
+
+def select_predictions(
+    scored: pd.DataFrame,
     top_k_per_query: int | None = None,
     max_predictions: int | None = None,
+    score_column: str = "score",
 ) -> pd.DataFrame:
-    """Predictions ``query_id, reference_id, score`` from verified pair tables.
+    """The kept predictions ``query_id, reference_id, score`` of scored pairs.
 
-    Keeps each query's ``top_k_per_query`` best references, then the ``max_predictions`` best
-    rows overall (``None`` = no limit). Sorted by score descending, ties by query_id then
-    reference_id, so the output is deterministic.
+    Rows whose ``score_column`` is NaN are dropped (the branch has no score for them). Keeps each
+    query's ``top_k_per_query`` best references, then the ``max_predictions`` best rows overall
+    (``None`` = no limit). Sorted by score descending, ties by query_id then reference_id, so the
+    output does not depend on the input row order. ``(query, reference)`` must be unique.
     """
-    tables = [t for t in pairs_tables if len(t)]
-    if not tables:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=float if c == "score" else str) for c in PREDICTION_COLUMNS}
-        )
-    scored = _best_per_pair(pd.concat(tables, ignore_index=True))
+    scored = scored.loc[scored[score_column].notna(), ["query_id", "reference_id", score_column]]
+    scored = scored.rename(columns={score_column: "score"}).astype({"score": float})
     scored = scored.sort_values(
         ["score", "query_id", "reference_id"], ascending=[False, True, True], kind="stable"
     )
@@ -97,6 +102,24 @@ def predictions_from_pairs(
         scored = scored[scored.groupby("query_id", sort=False).cumcount() < top_k_per_query]
     if max_predictions is not None:
         scored = scored.head(max_predictions)
+    return scored.reset_index(drop=True)
+
+
+def predictions_from_pairs(
+    pairs_tables: Sequence[pd.DataFrame],
+    top_k_per_query: int | None = None,
+    max_predictions: int | None = None,
+) -> pd.DataFrame:
+    """Predictions ``query_id, reference_id, score`` of verified pair tables by the local score.
+
+    A pair present in several tables keeps its best score; then :func:`select_predictions`.
+    """
+    tables = [t for t in pairs_tables if len(t)]
+    if not tables:
+        return empty_predictions()
+    scored = select_predictions(
+        _best_per_pair(pd.concat(tables, ignore_index=True)), top_k_per_query, max_predictions
+    )
     logger.info(
         "%d predictions for %d queries (score range %.4g–%.4g)",
         len(scored),
@@ -104,7 +127,7 @@ def predictions_from_pairs(
         scored["score"].min() if len(scored) else np.nan,
         scored["score"].max() if len(scored) else np.nan,
     )
-    return scored.reset_index(drop=True)
+    return scored
 
 
 def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike) -> None:

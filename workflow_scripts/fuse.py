@@ -1,0 +1,45 @@
+"""Rule fuse: every branch's evidence → one continuous score per pair → predictions.csv.
+
+Inputs: ``pairs`` (the verified pair tables of the query shards), optionally ``crop_pairs`` (the
+crop-local branch's pair tables, joined in with ``crop_local_`` columns) and ``model`` (a fitted
+logistic fusion, for ``fusion.method: logistic``). Outputs: ``predictions`` (top-k per query,
+capped, score descending then ids) and ``scored_pairs`` (every pair with its fused score, each
+branch's own score and the evidence), both written atomically.
+"""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+
+from copydetect.fusion import (  # noqa: E402
+    FusionModel,
+    FusionParams,
+    fused_predictions,
+    join_pair_tables,
+    score_pairs,
+    write_scored_pairs,
+)
+from copydetect.score import write_predictions  # noqa: E402
+from copydetect.verify import read_table  # noqa: E402
+
+
+def input_paths(name):
+    """The files of a named input: absent, ``[]``, one path or a list of paths."""
+    value = getattr(snakemake.input, name, [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+params = FusionParams.from_mapping(snakemake.params.fusion)
+model_paths = input_paths("model")
+model = (
+    FusionModel.from_json(model_paths[0]) if params.method == "logistic" and model_paths else None
+)
+pairs = join_pair_tables(
+    [read_table(path) for path in snakemake.input.pairs],
+    [read_table(path) for path in input_paths("crop_pairs")],
+)
+scored = score_pairs(pairs, params, model)
+write_scored_pairs(scored, snakemake.output.scored_pairs)
+write_predictions(fused_predictions(scored, params), snakemake.output.predictions)
