@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.txt)
 
-.PHONY: demo demo-data test lint unit-tests clean-demo
+.PHONY: demo demo-data test lint unit-tests browser clean-demo
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
@@ -32,8 +32,23 @@ lint: $(VENV)/.installed
 	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
-unit-tests: $(VENV)/.installed
+unit-tests: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium (Debian's package) for the gallery's real-browser test in tests/test_gallery.py.
+browser:
+	@if [ "$$COPYDETECT_SKIP_BROWSER" = 1 ]; then \
+		echo "make browser: COPYDETECT_SKIP_BROWSER=1, not installing chromium"; \
+	elif ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "make browser: chromium is not installed and this is not root; run" >&2; \
+			echo "  sudo apt-get install -y --no-install-recommends chromium" >&2; \
+			echo "or set COPYDETECT_SKIP_BROWSER=1 to skip the browser test" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium; \
+	fi
 
 clean-demo:
 	rm -rf results .snakemake

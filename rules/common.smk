@@ -306,17 +306,49 @@ def fit_image_shards(wildcards):
 # --- Fusion and report ------------------------------------------------------------------------
 
 
+def fusion_params():
+    """The fusion settings the scoring reads (the development run only feeds fit_fusion)."""
+    return {k: v for k, v in config["fusion"].items() if k != "development"}
+
+
 def fusion_model(wildcards):
-    """The fitted logistic fusion model, when the config names one (method logistic)."""
+    """The logistic fusion model (method logistic): the file the config names, or the one rule
+    fit_fusion fits on the labeled development run."""
     fusion = config["fusion"]
     if fusion["method"] != "logistic":
         return []
-    if not fusion["model"]:
+    if fusion["model"]:
+        return [fusion["model"]]
+    if not fusion["development"]["run"]:
         raise WorkflowError(
-            "fusion.method is 'logistic' but fusion.model names no fitted model file "
-            "(fit one with rule fit_fusion on a labeled development run)"
+            "fusion.method is 'logistic' but neither fusion.model (a fitted model file) nor "
+            "fusion.development.run (a finished labeled run to fit one on) is set"
         )
-    return [fusion["model"]]
+    return [f"{RESULTS}/fusion/model.json"]
+
+
+def development_pair_tables(view):
+    """Pair tables of the finished development run (listed when planning)."""
+
+    def tables(wildcards):
+        run = Path(config["fusion"]["development"]["run"])
+        found = sorted(
+            str(p) for p in (run / RESULTS / "verify" / view).glob("*.pairs.csv")
+        )
+        if view == "queries" and not found:
+            raise WorkflowError(
+                f"fusion.development.run {str(run)!r} has no {RESULTS}/verify/queries/"
+                "*.pairs.csv: run the workflow there first (README, 'Fitting the fusion')"
+            )
+        return found
+
+    return tables
+
+
+def development_ground_truth(wildcards):
+    run = Path(config["fusion"]["development"]["run"])
+    truth = config["fusion"]["development"]["ground_truth"]
+    return truth or str(run / RESULTS / "synthetic" / "ground_truth.csv")
 
 
 def gallery_query_images(wildcards):

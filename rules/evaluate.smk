@@ -33,6 +33,6 @@ rule evaluate:
     conda:
         "../envs/cpu.yaml"
     params:
-        fusion=config["fusion"],
+        fusion=fusion_params(),
     script:
         "../workflow_scripts/evaluate.py"

@@ -13,6 +13,25 @@ rule fuse:
     conda:
         "../envs/cpu.yaml"
     params:
-        fusion=config["fusion"],
+        fusion=fusion_params(),
     script:
         "../workflow_scripts/fuse.py"
+
+
+rule fit_fusion:
+    """A monotone logistic fusion model fitted on a labeled development run (queries the
+    synthesizer made from the training set), never on the evaluation ground truth."""
+    input:
+        pairs=development_pair_tables("queries"),
+        crop_pairs=development_pair_tables("crops_local"),
+        ground_truth=development_ground_truth,
+    output:
+        model=f"{RESULTS}/fusion/model.json",
+    log:
+        f"{RESULTS}/logs/fit_fusion.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        fusion=fusion_params(),
+    script:
+        "../workflow_scripts/fit_fusion.py"

@@ -273,3 +273,21 @@ def test_own_detector_weights_skip_training(
     assert "detect_overlays" in rules
     assert not rules & {"synthesize_overlay_data", "train_overlay_detector", "global_search"}
     assert not [job for job in jobs if "crops_global" in job[1]]
+
+
+def test_logistic_fusion_is_fitted_on_a_development_run(
+    finished_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, config = finished_run
+    fusion = {"method": "logistic", "development": {"run": str(root / "run")}}
+    jobs = plan(tmp_path / "run", {**config, "fusion": fusion}, "results/fusion/model.json")
+    assert jobs == [("fit_fusion", "")]
+
+
+def test_logistic_fusion_without_a_model_or_development_run_is_a_clear_error(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    result = snakemake(root / "run", {**config, "fusion": {"method": "logistic"}}, "-n")
+    assert result.returncode != 0
+    assert "neither fusion.model" in result.stdout

@@ -427,3 +427,58 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         keep_default_na=False,
         na_values={c: ["", "nan", "NaN"] for c in header if c not in ids},
     )
+
+
+# --- Inlier correspondences of one pair, for drawing (the gallery) ---------------------------
+
+
+@dataclass(frozen=True)
+class Correspondences:
+    """The RANSAC inliers of a verified pair as point pairs, ready to draw.
+
+    Points are in the coordinates of the images SIFT ran on (``SiftFeatures.image_size``).
+    ``query_xy`` is always in the *unmirrored* query's coordinates, also when the evidence came
+    from the mirrored query (``flipped``), so a caller draws on the query as stored.
+    """
+
+    query_xy: np.ndarray  # float32 [n, 2]
+    reference_xy: np.ndarray  # float32 [n, 2]
+    flipped: bool
+    inliers: int  # effective (distinct-position) count, as in PairEvidence.inliers
+
+
+def _fit_pair(
+    query: SiftFeatures, reference: SiftFeatures, params: VerifyParams
+) -> tuple[np.ndarray, GeometryFit]:
+    """Ratio-test matches and their geometry fit, exactly as :func:`verify_pair` computes them."""
+    matches = ratio_test_matches(query.descriptors, reference.descriptors, params.ratio)
+    return matches, fit_geometry(query.keypoints, reference.keypoints, matches, params)
+
+
+def inlier_correspondences(
+    query: SiftFeatures,
+    reference: SiftFeatures,
+    params: VerifyParams,
+    query_flipped: SiftFeatures | None = None,
+) -> Correspondences:
+    """Inlier point pairs of the fit that :func:`verify_pair` keeps for this pair.
+
+    The mirrored query wins on the same rule as in :func:`verify_pair` (strictly more
+    effective inliers). A rejected fit gives no points. Mirrored x is mapped back with
+    ``x → width - 1 - x``: OpenCV puts pixel centres on integers, so column ``j`` of the mirror
+    is column ``width - 1 - j`` of the query.
+    """
+    matches, fit = _fit_pair(query, reference, params)
+    flipped = False
+    if params.try_flip and query_flipped is not None:
+        mirrored_matches, mirrored_fit = _fit_pair(query_flipped, reference, params)
+        if mirrored_fit.inliers > fit.inliers:
+            matches, fit, flipped = mirrored_matches, mirrored_fit, True
+    kept = matches[fit.inlier_mask] if fit.inliers else matches[:0]
+    source = query_flipped if flipped else query
+    query_xy = np.asarray(source.keypoints[kept[:, 0], :2], dtype=np.float32)
+    if flipped:
+        query_xy = query_xy.copy()
+        query_xy[:, 0] = source.image_size[0] - 1 - query_xy[:, 0]
+    reference_xy = np.asarray(reference.keypoints[kept[:, 1], :2], dtype=np.float32)
+    return Correspondences(query_xy, reference_xy, flipped, fit.inliers)
