@@ -117,15 +117,16 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             ("all", ""),
             ("evaluate", ""),
             ("fuse", ""),
+            ("make_gallery", ""),
             ("ingest", f"set=references, shard={shard}"),
             ("sift", f"set=references, shard={shard}"),
             ("embed_vlad", f"model=vlad, set=references, shard={shard}"),
             ("project_embeddings", f"model=vlad, set=references, shard={shard}"),
             ("summarize_ingest", "set=references"),
-            *(("global_search", f"model=vlad, shard={q}") for q in query_shards),
-            *(("local_search", f"shard={q}, group={group}") for q in query_shards),
-            *(("local_candidates", f"shard={q}") for q in query_shards),
-            *(("verify", f"shard={q}") for q in query_shards),
+            *(("global_search", f"model=vlad, view=queries, shard={q}") for q in query_shards),
+            *(("local_search", f"view=queries, shard={q}, group={group}") for q in query_shards),
+            *(("local_candidates", f"view=queries, shard={q}") for q in query_shards),
+            *(("verify", f"view=queries, shard={q}") for q in query_shards),
         ]
     )
     assert jobs == expected
