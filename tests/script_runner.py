@@ -12,8 +12,9 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "workflow_scripts"
 
 
 def run_script(name: str, snakemake: SimpleNamespace) -> None:
-    """Run ``workflow_scripts/<name>``, restoring stderr and the logging setup it replaces."""
-    saved, root = sys.stderr, logging.getLogger()
+    """Run ``workflow_scripts/<name>``, restoring stdout, stderr and the logging setup it
+    replaces."""
+    saved, saved_stdout, root = sys.stderr, sys.stdout, logging.getLogger()
     handlers, level = root.handlers[:], root.level
     root.handlers = []  # so the script's basicConfig takes effect, as in a fresh process
     try:
@@ -21,5 +22,5 @@ def run_script(name: str, snakemake: SimpleNamespace) -> None:
     finally:
         if sys.stderr is not saved:
             sys.stderr.close()
-        sys.stderr = saved
+        sys.stderr, sys.stdout = saved, saved_stdout
         root.handlers, root.level = handlers, level

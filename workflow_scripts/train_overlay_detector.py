@@ -4,6 +4,8 @@ import logging
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
+# ultralytics prints its progress to stdout: that belongs in the job's log too.
+sys.stdout = sys.stderr
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
 from copydetect.gpu import DEFAULT_LOCK_DIR, lease_for_rule_job  # noqa: E402
