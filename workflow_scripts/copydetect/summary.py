@@ -84,4 +84,18 @@ def format_run_summary(results: str | os.PathLike) -> str:
             f" (score threshold {threshold if threshold is None else f'{threshold:.4f}'}), "
             f"recall@1 {m['recall_at_rank1']:.4f} — {metrics_file}"
         )
+    lines += _ablation_lines(results / "eval" / "ablation.csv")
+    gallery = results / "report" / "gallery.html"
+    if gallery.exists():
+        lines.append(f"    gallery: {gallery} (open it in a browser)")
     return "\n".join(lines)
+
+
+def _ablation_lines(path: Path) -> list[str]:
+    """One line: micro-AP of each branch alone next to the fused score's."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    figures = ", ".join(f"{r['branch']} {float(r['micro_ap']):.4f}" for r in rows)
+    return [f"   branches: micro-AP {figures} — {path}"]
