@@ -28,6 +28,7 @@ from copydetect.detector import (
     DetectorError,
     TrainParams,
     model_source,
+    offline_ultralytics,
     write_crop_shard,
 )
 from copydetect.overlay import DatasetParams, synthesize_overlay_dataset
@@ -334,3 +335,13 @@ def test_training_and_detection_make_no_network_attempt(data, tmp_path) -> None:
     assert len(pd.read_csv(tmp_path / "d.csv")) == 12
     # No user settings read or written (matplotlib may cache its font list there).
     assert not [p for p in (tmp_path / "home").rglob("*") if "ltralytics" in p.name]
+
+
+def test_pillow_open_is_left_unpatched(trained, tmp_path) -> None:
+    """ultralytics' Image.open wrapper would pip-install pi-heif on an unidentified file."""
+    offline_ultralytics(tmp_path / "yolo")
+    assert Image.open.__module__ == "PIL.Image"
+    not_an_image = tmp_path / "text.jpg"
+    not_an_image.write_text("hello")
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(not_an_image)

@@ -163,14 +163,29 @@ def offline_ultralytics(config_dir: str | os.PathLike) -> ModuleType:
         )
         _copy_fonts(Path(config_dir) / "Ultralytics")
     os.environ.pop("ULTRALYTICS_API_KEY", None)  # no uploads to the Ultralytics platform
+    from PIL import Image
+
+    pil_open = Image.open
     import ultralytics
     from ultralytics import utils
     from ultralytics.utils import checks
 
+    # ultralytics replaces PIL.Image.open process-wide with a wrapper that, on a file Pillow
+    # cannot identify, runs check_requirements("pi-heif") (a pip install, i.e. a network
+    # attempt) and changes the exception raised. Our images are decoded JPEGs from our own
+    # shards, so Pillow's own open is put back.
+    Image.open = pil_open if "ultralytics" not in pil_open.__module__ else _pil_open()
     _copy_fonts(utils.USER_CONFIG_DIR)
     utils.ONLINE = checks.ONLINE = False
     utils.SETTINGS.update(sync=False, api_key="", **dict.fromkeys(_INTEGRATIONS, False))
     return ultralytics
+
+
+def _pil_open():
+    """Pillow's own ``Image.open``, also when ultralytics had already patched it."""
+    from ultralytics.utils import patches
+
+    return patches._image_open
 
 
 def resolve_device(requested: str, leased: bool) -> str:
