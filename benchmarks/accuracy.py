@@ -248,7 +248,40 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def render_section(run: Run, run_dir: Path, bench: Path, cores: int) -> str:
+def section_heading(name: str) -> str:
+    """The section's heading: the default run's, or a named variant's (never a prefix of
+    another heading, since replace_section finds a section by its heading)."""
+    if not name:
+        return HEADING
+    return HEADING.replace(" (benchmarks/", f", {name} (benchmarks/")
+
+
+def ablation_lines(run_dir: Path) -> list[str]:
+    """Each branch alone against the fused score (results/eval/ablation.csv), as a table."""
+    path = run_dir / "results" / "eval" / "ablation.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = [
+        "",
+        "Each branch alone against the fused score (`results/eval/ablation.csv`: every ranking",
+        "keeps the same top-k per query; a branch ranks the pairs by its own calibrated score):",
+        "",
+        "| ranking | micro-AP | recall@P90 | threshold@P90 | recall@1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        threshold = float(row["threshold_at_p90"]) if row["threshold_at_p90"] else None
+        lines.append(
+            f"| {row['branch']} | {fmt(float(row['micro_ap']))} "
+            f"| {fmt(float(row['recall_at_p90']))} | {fmt(threshold)} "
+            f"| {fmt(float(row['recall_at_1']))} |"
+        )
+    return lines
+
+
+def render_section(run: Run, run_dir: Path, bench: Path, cores: int, heading: str = HEADING) -> str:
     """The Markdown section: setup, metrics, per-rule time, per-edit table, commands."""
     metrics = json.loads((run_dir / "results" / "eval" / "metrics.json").read_text())
     counts = bench_counts(bench)
@@ -261,7 +294,7 @@ def render_section(run: Run, run_dir: Path, bench: Path, cores: int) -> str:
     flagged, n_distractors = distractor_hits(
         predictions, bench / "ground_truth.csv", metrics.get("threshold_at_p90")
     )
-    title = f"{HEADING}\n\n" + (f"Run: **{run.tag}**\n\n" if run.tag else "")
+    title = f"{heading}\n\n" + (f"Run: **{run.tag}**\n\n" if run.tag else "")
     lines = [
         f"- date: {run.date}; machine: {machine()}; `--cores {cores}`",
         f"- benchmark: {counts['references']} references, {n_queries} queries "
@@ -301,6 +334,7 @@ def render_section(run: Run, run_dir: Path, bench: Path, cores: int) -> str:
         "",
         f"Distractor queries with a prediction at or above the P90 threshold: "
         f"{flagged}/{n_distractors}.",
+        *ablation_lines(run_dir),
         "",
         "Top-1 accuracy of the copy queries by edit (a query counts once for each operation of",
         "its chain, so rows overlap):",
@@ -339,7 +373,7 @@ def render_section(run: Run, run_dir: Path, bench: Path, cores: int) -> str:
 
 def reproduce_args(run: Run) -> list[str]:
     args = [f"--set={o}" for o in run.overrides]
-    return args + ([f"--tag={run.tag}"] if run.tag else [])
+    return args + ([f"--tag={run.tag}"] if run.tag else [])  # add --section=… for a variant
 
 
 def relative_command(command: Sequence[str]) -> list[str]:
@@ -366,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra --config item for the workflow, e.g. verify='{ratio: 0.75}' (repeatable)",
     )
     parser.add_argument("--tag", default="", help="label of this run in the section")
+    parser.add_argument(
+        "--section",
+        default="",
+        help="write a section of its own, e.g. 'with SSCD' (default: the main accuracy section)",
+    )
     parser.add_argument(
         "--incremental", action="store_true", help="keep the earlier run's outputs (cached jobs)"
     )
@@ -407,8 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = execute(args)
         if run is None:
             return 1
-    section = render_section(run, args.run_dir.resolve(), args.bench, args.cores)
-    replace_section(args.results, HEADING, section)
+    heading = section_heading(args.section)
+    section = render_section(run, args.run_dir.resolve(), args.bench, args.cores, heading)
+    replace_section(args.results, heading, section)
     print(section)
     return 0
 
