@@ -55,6 +55,7 @@ class Run:
     overrides: list[str]
     tag: str
     date: str
+    incremental: bool = False  # earlier outputs were kept: only the jobs listed ran
 
 
 # --- Running the workflow ---
@@ -322,7 +323,12 @@ def render_section(run: Run, run_dir: Path, bench: Path, cores: int, heading: st
         + ", ".join(f"{rule} {n}" for rule, n in run.jobs.items() if rule != "all"),
         "- config overrides: "
         + (", ".join(f"`{o}`" for o in run.overrides) if run.overrides else "none"),
-        f"- wall time: **{run.seconds:.0f} s** for the whole workflow from an empty run folder",
+        f"- wall time: **{run.seconds:.0f} s** "
+        + (
+            "for the jobs listed above (an incremental run over an earlier one's outputs)"
+            if run.incremental
+            else "for the whole workflow from an empty run folder"
+        ),
         "- job seconds per rule: "
         + ", ".join(f"{rule} {s:.0f}" for rule, s in job_seconds(run_dir).items()),
         "",
@@ -427,7 +433,16 @@ def execute(args: argparse.Namespace) -> Run | None:
         print(f"\nworkflow failed (exit {rc}) after {seconds:.0f} s", file=sys.stderr)
         print(failure_report(lines, run_dir), file=sys.stderr)
         return None
-    run = Run(command, rc, seconds, executed_rules(lines), args.overrides, args.tag, date)
+    run = Run(
+        command,
+        rc,
+        seconds,
+        executed_rules(lines),
+        args.overrides,
+        args.tag,
+        date,
+        args.incremental,
+    )
     (run_dir / RUN_RECORD).write_text(json.dumps(run.__dict__, indent=2) + "\n")
     return run
 

@@ -192,6 +192,11 @@ def global_models():
     return list(config["global"]["models"])
 
 
+# Checked when the workflow is parsed: an input function's error on a file that already exists
+# is not reported by Snakemake (the file is taken as a source), so a typo would pass silently.
+global_models()
+
+
 def model_spec(wildcards):
     """A model's settings as configured, backend included (so a new backend reruns it)."""
     return dict(config["models"][wildcards.model])

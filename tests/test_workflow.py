@@ -280,7 +280,8 @@ def test_logistic_fusion_is_fitted_on_a_development_run(
     finished_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     root, config = finished_run
-    fusion = {"method": "logistic", "development": {"run": str(root / "run")}}
+    development = {"run": str(root / "run"), "ground_truth": config["ground_truth"]}
+    fusion = {"method": "logistic", "development": development}
     jobs = plan(tmp_path / "run", {**config, "fusion": fusion}, "results/fusion/model.json")
     assert jobs == [("fit_fusion", "")]
 
