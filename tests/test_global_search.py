@@ -522,3 +522,23 @@ def test_dba_pulls_near_duplicate_references_together(tmp_path: Path) -> None:
         shard.vectors[:1], twin[None, None, :], np.array([[shard.vectors[0] @ twin]]), 1, 3.0
     )
     np.testing.assert_allclose(augmented[:1], expected, atol=1e-3)
+
+
+def test_fewer_vectors_than_dimensions_fit_through_the_gram_matrix(tmp_path: Path) -> None:
+    """n < d: the n − 1 spanned eigenpairs come from the n × n Gram matrix and equal the
+    covariance's; the other pca_dim − 19 directions are an orthonormal completion."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(20, 64)).astype(np.float32) + 2.0
+    path = tmp_path / "few.h5"
+    write_embedding_shard(path, [f"F{i:02d}" for i in range(20)], vectors)
+    norm = fit_normalization([path], NormalizationParams(pca_dim=32, whiten=False))
+    assert norm.output_dim == 32
+    stored = read_embedding_shard(path).vectors.astype(np.float64)  # float16 on disk
+    cov = np.cov(stored, rowvar=False, bias=True)
+    expected = np.linalg.eigvalsh(cov)[::-1][:32].clip(min=0)
+    np.testing.assert_allclose(norm.eigenvalues, expected, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(norm.projection.T @ norm.projection, np.eye(32), atol=1e-10)
+    spanned = norm.projection[:, :19]
+    np.testing.assert_allclose(cov @ spanned, spanned * norm.eigenvalues[:19], atol=1e-8)
+    again = fit_normalization([path], NormalizationParams(pca_dim=32, whiten=False))
+    np.testing.assert_array_equal(norm.projection, again.projection)

@@ -190,10 +190,16 @@ def _choose_sample(shards: Sequence[str | os.PathLike], size: int, seed: int) ->
 
 class _Moments:
     """Running mean and covariance in float64, shifted by the first batch's mean so that the
-    E[xxᵀ] − μμᵀ form does not cancel catastrophically (embeddings often have a large mean)."""
+    E[xxᵀ] − μμᵀ form does not cancel catastrophically (embeddings often have a large mean).
+
+    While fewer rows than dimensions have been added, the shifted rows are kept too (no more
+    memory than the d × d sums): with n < d the eigenvectors come from the n × n Gram matrix,
+    seconds instead of minutes for 8192-d VLAD and a small training set.
+    """
 
     def __init__(self) -> None:
         self.n, self.shift, self.s1, self.s2 = 0, None, None, None
+        self.rows: list[np.ndarray] | None = []
 
     def add(self, x: np.ndarray) -> None:
         if len(x) == 0:
@@ -205,20 +211,59 @@ class _Moments:
             self.s2 = np.zeros((x.shape[1], x.shape[1]))
         y = x - self.shift
         self.n, self.s1, self.s2 = self.n + len(x), self.s1 + y.sum(axis=0), self.s2 + y.T @ y
+        if self.rows is not None:
+            self.rows = self.rows + [y] if self.n < x.shape[1] else None
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         m = self.s1 / self.n
         return self.shift + m, self.s2 / self.n - np.outer(m, m)
 
+    def eigen(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (descending) and eigenvectors [d, k] of the covariance; k = d, or the
+        n − 1 directions the rows span when fewer rows than dimensions were added."""
+        if self.rows is None:
+            evals, evecs = np.linalg.eigh(self.mean_cov()[1])
+            return evals[::-1], evecs[:, ::-1]
+        centered = np.concatenate(self.rows) - self.s1 / self.n
+        evals, u = np.linalg.eigh(centered @ centered.T / self.n)  # cov = Yᵀ Y / n, same λ > 0
+        evals, u = evals[::-1], u[:, ::-1]
+        keep = evals > 1e-12 * max(evals[0], 1e-300)
+        evals, u = evals[keep], u[:, keep]
+        return evals, centered.T @ u / np.sqrt(self.n * evals)
 
-def _pca(cov: np.ndarray, params: NormalizationParams) -> tuple[np.ndarray, np.ndarray]:
-    """Top eigenvectors [d, p] (whitened when asked) and eigenvalues [p], with canonical signs."""
-    evals, evecs = np.linalg.eigh(cov)
-    evals, evecs = np.maximum(evals[::-1], 0.0), evecs[:, ::-1]
-    p = min(int(params.pca_dim or 0), cov.shape[0])
-    if params.pca_dim and params.pca_dim > cov.shape[0]:
-        logger.warning("pca_dim %d > input dim %d: keeping %d", params.pca_dim, cov.shape[0], p)
-    evals, evecs = evals[:p], evecs[:, :p]
+
+def _complete_basis(evecs: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
+    """``evecs`` [d, k] (orthonormal) extended to p ≥ k orthonormal columns.
+
+    The added columns span directions the fit vectors do not: their eigenvalue is 0 and,
+    like the null-space vectors a full eigendecomposition returns, they are an arbitrary
+    basis — here a seeded random one, so the fit stays deterministic.
+    """
+    d, k = evecs.shape
+    if p <= k:
+        return evecs[:, :p]
+    extra = np.random.default_rng(seed).normal(size=(d, p - k))
+    extra -= evecs @ (evecs.T @ extra)
+    extra, _ = np.linalg.qr(extra)
+    return np.concatenate([evecs, extra], axis=1)
+
+
+def _pca(
+    evals: np.ndarray, evecs: np.ndarray, params: NormalizationParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top eigenvectors [d, p] (whitened when asked) and eigenvalues [p], with canonical signs.
+
+    When the fit vectors span fewer than p directions, the others get eigenvalue 0 and an
+    arbitrary orthonormal basis. Whitening divides by sqrt(max(λ, floor × λmax)), so those
+    directions keep a (random-projection) trace of a query's residual outside the training
+    span; measured on the demo, dropping them instead cut VLAD's micro-AP from 0.64 to 0.37.
+    """
+    dim = evecs.shape[0]
+    p = min(int(params.pca_dim or 0), dim)
+    if params.pca_dim and params.pca_dim > dim:
+        logger.warning("pca_dim %d > input dim %d: keeping %d", params.pca_dim, dim, p)
+    evals = np.maximum(np.concatenate([evals, np.zeros(max(0, p - len(evals)))])[:p], 0.0)
+    evecs = _complete_basis(evecs, p, params.seed)
     # eigh's sign is arbitrary: make each vector's largest component positive (canonical form).
     signs = np.sign(evecs[np.argmax(np.abs(evecs), axis=0), np.arange(p)])
     evecs = evecs * np.where(signs == 0, 1.0, signs)
@@ -263,8 +308,8 @@ def fit_normalization(
     if params.uses_pca:
         if moments.n < 2:
             raise ValueError(f"PCA needs at least 2 training vectors, got {moments.n}")
-        mean, cov = moments.mean_cov()
-        projection, evals = _pca(cov, params)
+        mean = moments.shift + moments.s1 / moments.n
+        projection, evals = _pca(*moments.eigen(), params)
         normalization = Normalization(
             dim, mean, projection, evals, np.zeros((0, projection.shape[1]), np.float32), []
         )
