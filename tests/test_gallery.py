@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import skimage.data
 import yaml
+from image_helpers import edited_copy, jpeg_bytes
 from PIL import Image
 from script_runner import run_script
 
@@ -70,21 +71,6 @@ TRUTH = [
     ("Q_distractor", ""),
 ]
 EXPECTED_ROWS = {"top": 6, "wrong": 3, "missed": 2}
-
-
-def edited_copy(rgb: np.ndarray, angle: float = 15.0, scale: float = 0.7) -> np.ndarray:
-    """Rotate about the center, crop away the borders unevenly, and rescale."""
-    h, w = rgb.shape[:2]
-    rotation = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    rotated = cv2.warpAffine(rgb, rotation, (w, h), borderMode=cv2.BORDER_REFLECT)
-    cropped = rotated[h // 10 : h - h // 20, w // 8 : w - w // 30]
-    return cv2.resize(cropped, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def jpeg_bytes(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def write_shards(directory: Path, name: str, images: dict[str, np.ndarray]) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import cv2
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
-from PIL import Image
+from image_helpers import edited_copy, jpeg_bytes
 
 from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
 from copydetect.sift import SiftParams, extract_sift, sift_shard
@@ -26,21 +25,6 @@ from copydetect.verify import (
 
 SIFT = SiftParams()
 VERIFY = VerifyParams()
-
-
-def edited_copy(rgb: np.ndarray, angle: float = 15.0, scale: float = 0.7) -> np.ndarray:
-    """Rotate about the center, crop away the borders unevenly, and rescale."""
-    h, w = rgb.shape[:2]
-    rotation = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    rotated = cv2.warpAffine(rgb, rotation, (w, h), borderMode=cv2.BORDER_REFLECT)
-    cropped = rotated[h // 10 : h - h // 20, w // 8 : w - w // 30]
-    return cv2.resize(cropped, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def jpeg_bytes(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def features(keypoints: np.ndarray, descriptors: np.ndarray, image_id: str = "x") -> SiftFeatures:

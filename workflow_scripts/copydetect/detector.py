@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +39,7 @@ from PIL import Image
 
 from copydetect.atomic import atomic_path
 from copydetect.overlay import BoxChoice, DetectParams, select_box
+from copydetect.params import check_known
 from copydetect.shards import ImageRecord, decode_rgb, iter_image_records, write_image_shard
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,7 @@ class TrainParams:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> TrainParams:
         """Build from a config dict; unknown keys are an error, ``augment`` adds to the defaults."""
         values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown overlay.train parameters: {unknown}")
+        check_known(cls, values, "overlay.train")
         values["augment"] = {**DEFAULT_AUGMENT, **dict(values.get("augment") or {})}
         if values.get("scale") is not None:
             depth, width, channels = values["scale"]

@@ -76,7 +76,7 @@ import re
 import time
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from copydetect.params import from_config
 from copydetect.shards import decode_rgb, iter_image_records, write_embedding_shard
 
 logger = logging.getLogger(__name__)
@@ -137,11 +138,7 @@ class EmbedParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> EmbedParams:
         """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise EmbedError(f"unknown embedding model parameters: {unknown}")
-        return cls(**values)
+        return from_config(cls, values, "embedding model", EmbedError)
 
 
 def _params_problem(p: EmbedParams) -> str | None:

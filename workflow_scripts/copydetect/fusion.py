@@ -83,7 +83,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +92,7 @@ import pandas as pd
 
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth
+from copydetect.params import from_config
 from copydetect.score import empty_predictions, select_predictions
 
 logger = logging.getLogger(__name__)
@@ -107,15 +108,6 @@ MODEL_VERSION = 1
 
 
 # --- parameters --------------------------------------------------------------------------------
-
-
-def _from_mapping(cls: Any, values: Mapping[str, Any] | None, what: str) -> Any:
-    """Build a dataclass from a config dict; unknown keys are an error (they hide typos)."""
-    values = dict(values or {})
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {what} parameters: {unknown}")
-    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class RuleConstants:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RuleConstants:
-        return _from_mapping(cls, values, "fusion.rule")
+        return from_config(cls, values, "fusion.rule")
 
 
 @dataclass(frozen=True)
@@ -162,7 +154,7 @@ class FusionParams:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> FusionParams:
         values = dict(values or {})
         rule = RuleConstants.from_mapping(values.pop("rule", None))
-        return _from_mapping(cls, {**values, "rule": rule}, "fusion")
+        return from_config(cls, {**values, "rule": rule}, "fusion")
 
 
 # --- branches and their evidence -----------------------------------------------------------------

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.params import from_config
 from copydetect.shards import Embeddings, read_embedding_shard, read_shard_ids
 
 logger = logging.getLogger(__name__)
@@ -59,16 +60,6 @@ CANDIDATE_COLUMNS = [
 ]
 _GPU_MODES = ("auto", "never", "always")
 _STR = h5py.string_dtype(encoding="utf-8")
-
-
-def _from_mapping(cls: Any, values: Mapping[str, Any] | None, what: str) -> Any:
-    """Build a params dataclass from a config dict; unknown keys are an error (silently unused
-    keys hide typos)."""
-    values = dict(values or {})
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {what} parameters: {unknown}")
-    return cls(**values)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -114,7 +105,7 @@ class NormalizationParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> NormalizationParams:
         """Build from a config dict; unknown keys are an error."""
-        return _from_mapping(cls, values, "normalization")
+        return from_config(cls, values, "normalization")
 
 
 @dataclass(frozen=True)
@@ -398,7 +389,7 @@ class GlobalSearchParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> GlobalSearchParams:
         """Build from a config dict; unknown keys are an error."""
-        return _from_mapping(cls, values, "global search")
+        return from_config(cls, values, "global search")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import os
 import resource
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.params import from_config
 from copydetect.shards import SiftFeatures, read_shard_ids, read_sift_shard
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,7 @@ class LocalSearchParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> LocalSearchParams:
         """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown local search parameters: {unknown}")
-        return cls(**values)
+        return from_config(cls, values, "local search")
 
 
 @dataclass

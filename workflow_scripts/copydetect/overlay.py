@@ -33,7 +33,7 @@ import random
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from copydetect.params import from_config
 from copydetect.shards import decode_rgb, read_jpegs, read_shard_ids
 from copydetect.synth import edit_shapes
 
@@ -67,16 +68,6 @@ Color = tuple[int, int, int]
 
 class OverlayDataError(ValueError):
     """The dataset cannot be built from these inputs (a message naming the problem)."""
-
-
-def _from_mapping(cls: type, values: Mapping[str, Any] | None, section: str) -> Any:
-    """Build a params dataclass from a config dict; unknown keys are an error (they would be
-    silently unused)."""
-    values = dict(values or {})
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {section} parameters: {unknown}")
-    return cls(**values)
 
 
 # --- Parameters -------------------------------------------------------------------------------
@@ -125,7 +116,7 @@ class DatasetParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> DatasetParams:
-        return _from_mapping(cls, values, "overlay.dataset")
+        return from_config(cls, values, "overlay.dataset")
 
 
 @dataclass(frozen=True)
@@ -160,7 +151,7 @@ class DetectParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> DetectParams:
-        return _from_mapping(cls, values, "overlay.detect")
+        return from_config(cls, values, "overlay.detect")
 
 
 # --- Box filters ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from copydetect.params import from_config
 from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray, extract_sift
 
@@ -71,11 +72,7 @@ class VerifyParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> VerifyParams:
         """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown verify parameters: {unknown}")
-        return cls(**values)
+        return from_config(cls, values, "verify")
 
 
 @dataclass(frozen=True)

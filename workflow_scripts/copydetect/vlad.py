@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import faiss
@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from copydetect.atomic import atomic_path
+from copydetect.params import from_config
 from copydetect.shards import read_sift_shard, write_embedding_shard
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,7 @@ class VladParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> VladParams:
         """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown vlad parameters: {unknown}")
-        return cls(**values)
+        return from_config(cls, values, "vlad")
 
 
 @contextlib.contextmanager
