@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tag", default="", help="label of this run in the section")
     parser.add_argument(
+        "--forcerun", nargs="+", default=[], metavar="RULE", help="rules to redo (--incremental)"
+    )
+    parser.add_argument(
         "--section",
         default="",
         help="write a section of its own, e.g. 'with SSCD' (default: the main accuracy section)",
@@ -426,6 +429,8 @@ def execute(args: argparse.Namespace) -> Run | None:
     if not args.incremental and run_dir.exists():
         shutil.rmtree(run_dir)
     command = snakemake_command(args.bench, run_dir, args.cores, args.overrides)
+    if args.forcerun:  # an incremental run redoing these rules and what follows them
+        command += ["--forcerun", *args.forcerun]
     print("running:", shlex.join(command), flush=True)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rc, seconds, lines = run_logged(command, run_dir / "accuracy_run.log")

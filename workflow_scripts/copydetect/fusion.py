@@ -55,7 +55,8 @@ pools them), and it is strictly positive for any pair some branch proposed.
 The constants were chosen by a coarse grid on three labeled runs, keeping values that work on
 all of them rather than the best of one: the wallpaper/Tux Paint benchmark with local + VLAD
 (``bench_run``) and with local + VLAD + SSCD (``bench_run_siftA``), and the synthetic demo.
-micro-AP, top 10 per query, each branch ranked alone by its own score under the same cap:
+micro-AP, top 10 per query, each branch ranked alone by its own score under the same cap
+(figures of the tuning; the current ones are in benchmarks/results.md):
 
 =================  =======  =======  =======  =======
 run                fused    local    vlad     sscd
