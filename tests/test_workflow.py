@@ -293,3 +293,15 @@ def test_logistic_fusion_without_a_model_or_development_run_is_a_clear_error(
     result = snakemake(root / "run", {**config, "fusion": {"method": "logistic"}}, "-n")
     assert result.returncode != 0
     assert "neither fusion.model" in result.stdout
+
+
+def test_snakemake_report_holds_the_evaluation_and_the_gallery(
+    finished_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, config = finished_run
+    report = tmp_path / "report.html"
+    result = snakemake(root / "run", config, "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ("metrics.json", "pr_curve.png", "ablation.csv", "edit_recall.csv", "gallery.html"):
+        assert name in html
