@@ -318,25 +318,31 @@ def fusion_params():
 
 def fusion_model(wildcards):
     """The logistic fusion model (method logistic): the file the config names, or the one rule
-    fit_fusion fits on the labeled development run."""
+    fit_fusion fits on a labeled development run."""
     fusion = config["fusion"]
     if fusion["method"] != "logistic":
         return []
     if fusion["model"]:
         return [fusion["model"]]
-    if not fusion["development"]["run"]:
+    if not fusion["development"]["run"] and not config["training"]:
         raise WorkflowError(
-            "fusion.method is 'logistic' but neither fusion.model (a fitted model file) nor "
-            "fusion.development.run (a finished labeled run to fit one on) is set"
+            "fusion.method is 'logistic' but there is no fusion.model, no "
+            "fusion.development.run and no training set to make a development run from"
         )
     return [f"{RESULTS}/fusion/model.json"]
 
 
+def given_development_run():
+    return config["fusion"]["development"]["run"]
+
+
 def development_pair_tables(view):
-    """Pair tables of the finished development run (listed when planning)."""
+    """Pair tables of the finished development run the config names (listed when planning)."""
 
     def tables(wildcards):
-        run = Path(config["fusion"]["development"]["run"])
+        if not given_development_run():
+            return []
+        run = Path(given_development_run())
         found = sorted(
             str(p) for p in (run / RESULTS / "verify" / view).glob("*.pairs.csv")
         )
@@ -351,9 +357,20 @@ def development_pair_tables(view):
 
 
 def development_ground_truth(wildcards):
-    run = Path(config["fusion"]["development"]["run"])
+    if not given_development_run():
+        return []
     truth = config["fusion"]["development"]["ground_truth"]
+    run = Path(given_development_run())
     return truth or str(run / RESULTS / "synthetic" / "ground_truth.csv")
+
+
+def development_run_folder(wildcards):
+    """The development run this workflow makes, when the config names none."""
+    return [] if given_development_run() else [f"{RESULTS}/development"]
+
+
+def training_source():
+    return config["training"]
 
 
 def gallery_query_images(wildcards):

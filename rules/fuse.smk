@@ -25,6 +25,7 @@ rule fit_fusion:
         pairs=development_pair_tables("queries"),
         crop_pairs=development_pair_tables("crops_local"),
         ground_truth=development_ground_truth,
+        development=development_run_folder,
     output:
         model=f"{RESULTS}/fusion/model.json",
     log:
@@ -35,3 +36,24 @@ rule fit_fusion:
         fusion=fusion_params(),
     script:
         "../workflow_scripts/fit_fusion.py"
+
+
+rule development_run:
+    """A labeled development set synthesized from the training images, and the workflow run on
+    it (same models and branches) in a folder of its own: what fit_fusion learns from.
+    """
+    output:
+        development=directory(f"{RESULTS}/development"),
+    log:
+        f"{RESULTS}/logs/development_run.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/development_run.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    threads: workflow.cores
+    params:
+        fusion=config["fusion"],
+        training=training_source(),
+        snakefile=str(Path(workflow.basedir) / "Snakefile"),
+    script:
+        "../workflow_scripts/development_run.py"

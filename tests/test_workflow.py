@@ -290,9 +290,10 @@ def test_logistic_fusion_without_a_model_or_development_run_is_a_clear_error(
     finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
-    result = snakemake(root / "run", {**config, "fusion": {"method": "logistic"}}, "-n")
+    no_training = {**config, "training": "", "fusion": {"method": "logistic"}}
+    result = snakemake(root / "run", no_training, "-n")
     assert result.returncode != 0
-    assert "neither fusion.model" in result.stdout
+    assert "no training set to make a development run from" in result.stdout
 
 
 def test_snakemake_report_holds_the_evaluation_and_the_gallery(
@@ -305,3 +306,12 @@ def test_snakemake_report_holds_the_evaluation_and_the_gallery(
     html = report.read_text(errors="replace")
     for name in ("metrics.json", "pr_curve.png", "ablation.csv", "edit_recall.csv", "gallery.html"):
         assert name in html
+
+
+def test_logistic_fusion_makes_its_own_development_run_from_the_training_set(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "fusion": {"method": "logistic"}})
+    assert {"development_run", "fit_fusion", "fuse"} <= {rule for rule, _ in jobs}
+    assert not [job for job in jobs if "set=" in job[1]]  # the run's own shards are reused

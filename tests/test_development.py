@@ -1,0 +1,65 @@
+"""The labeled development run the logistic fusion is fitted on (copydetect.development)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from workflow_helpers import photo_tiles
+
+from copydetect.development import (
+    DevelopmentParams,
+    development_config,
+    development_params,
+    make_development_set,
+    synthesis_config,
+)
+
+
+def test_sizes_shrink_to_the_training_images_available() -> None:
+    params = DevelopmentParams(references=300, copy_queries=300, distractors=100)
+    full = synthesis_config(1000, params)
+    assert (full.n_references, full.n_copy_queries, full.n_distractors) == (300, 300, 100)
+    small = synthesis_config(40, params)
+    assert small.n_references + small.n_distractors <= 40
+    assert small.n_references == 30 and small.n_distractors == 10
+    with pytest.raises(ValueError, match="at least 4"):
+        synthesis_config(3, params)
+
+
+def test_params_come_from_the_fusion_section() -> None:
+    fusion = {"method": "logistic", "development": {"run": "", "references": 5, "seed": 2}}
+    assert development_params(fusion) == DevelopmentParams(references=5, seed=2)
+
+
+def test_config_keeps_models_and_switches_inputs_and_fusion(tmp_path: Path) -> None:
+    config = {
+        "queries": "q",
+        "references": "r",
+        "training": "t",
+        "ground_truth": "gt.csv",
+        "models": {"sscd": {"backend": "onnx", "weights": "models/sscd.onnx"}},
+        "overlay": {"detector": "weights/best.pt"},
+        "fusion": {"method": "logistic", "model": "", "top_k_per_query": 3},
+    }
+    dev = development_config(config, tmp_path / "data")
+    assert dev["queries"] == str((tmp_path / "data" / "queries").resolve())
+    assert dev["ground_truth"].endswith("data/ground_truth.csv") and dev["training"] == ""
+    assert dev["fusion"] == {"method": "rule", "model": "", "top_k_per_query": 3}
+    assert Path(dev["models"]["sscd"]["weights"]).is_absolute()
+    assert Path(dev["overlay"]["detector"]).is_absolute()
+    assert config["models"]["sscd"]["weights"] == "models/sscd.onnx"  # the input is untouched
+
+
+def test_development_set_is_made_from_the_training_images(tmp_path: Path) -> None:
+    training = tmp_path / "training"
+    training.mkdir()
+    for i, tile in enumerate(photo_tiles(10)):
+        tile.save(training / f"T{i:03d}.jpg")
+    params = DevelopmentParams(references=6, copy_queries=5, distractors=2)
+    make_development_set(training, tmp_path / "dev", params)
+    with open(tmp_path / "dev" / "ground_truth.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and sum(1 for r in rows if r["reference_id"]) == 5
+    assert len(list((tmp_path / "dev" / "references").iterdir())) == 6
