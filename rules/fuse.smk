@@ -52,7 +52,7 @@ rule development_run:
         "../envs/gpu.yaml"
     threads: workflow.cores
     params:
-        fusion=config["fusion"],
+        development=config["fusion"]["development"],
         training=training_source(),
         snakefile=str(Path(workflow.basedir) / "Snakefile"),
     script:

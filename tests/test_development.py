@@ -29,8 +29,10 @@ def test_sizes_shrink_to_the_training_images_available() -> None:
 
 
 def test_params_come_from_the_fusion_section() -> None:
-    fusion = {"method": "logistic", "development": {"run": "", "references": 5, "seed": 2}}
-    assert development_params(fusion) == DevelopmentParams(references=5, seed=2)
+    section = {"run": "", "ground_truth": "", "references": 5, "seed": 2}
+    assert development_params(section) == DevelopmentParams(references=5, seed=2)
+    with pytest.raises(ValueError, match="unknown fusion.development"):
+        development_params({"referenses": 5})
 
 
 def test_config_keeps_models_and_switches_inputs_and_fusion(tmp_path: Path) -> None:

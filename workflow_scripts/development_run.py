@@ -20,7 +20,7 @@ from copydetect.inputs import ImageSetError  # noqa: E402
 out_dir = Path(snakemake.output.development)
 out_dir.mkdir(parents=True, exist_ok=True)
 try:
-    params = development_params(snakemake.params.fusion)
+    params = development_params(snakemake.params.development)
     summary = make_development_set(snakemake.params.training, out_dir / "data", params)
     logging.info("development set: %s", summary)
     config = development_config(snakemake.config, out_dir / "data")

@@ -41,10 +41,11 @@ class DevelopmentParams:
     seed: int = 0
 
 
-def development_params(fusion: Mapping[str, Any]) -> DevelopmentParams:
-    keys = {"references", "copy_queries", "distractors", "seed"}
-    section = {k: v for k, v in dict(fusion.get("development") or {}).items() if k in keys}
-    return from_config(DevelopmentParams, section, "fusion.development")
+def development_params(development: Mapping[str, Any] | None) -> DevelopmentParams:
+    """The sizes from the ``fusion.development`` section (its ``run`` and ``ground_truth``
+    name a run of the user's instead, and are not read here)."""
+    sizes = {k: v for k, v in dict(development or {}).items() if k not in ("run", "ground_truth")}
+    return from_config(DevelopmentParams, sizes, "fusion.development")
 
 
 def synthesis_config(n_sources: int, params: DevelopmentParams) -> SynthesisConfig:
