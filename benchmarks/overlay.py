@@ -44,11 +44,12 @@ def pair_tables(run_dir: Path, view: str) -> list[pd.DataFrame]:
 def without_crop_branches(table: pd.DataFrame) -> pd.DataFrame:
     """The pairs a run without crop branches verifies, with their non-crop columns.
 
-    A pair was proposed by the local branch when it has ``local_votes``, by a global model
-    ``m`` when it has ``m_rank``; crop-global models are the ``crop_*`` ones.
+    A pair was proposed by a local search when it has its ``*_votes`` (``local_votes``,
+    ``local_mirrored_votes``), by a global model ``m`` when it has ``m_rank``; crop-global
+    models are the ``crop_*`` ones.
     """
-    proposed_by = ["local_votes"] + [
-        c for c in table.columns if c.endswith("_rank") and not c.startswith("crop_")
+    proposed_by = [
+        c for c in table.columns if c.endswith(("_votes", "_rank")) and not c.startswith("crop_")
     ]
     kept = table[table[proposed_by].notna().any(axis=1)]
     return kept.drop(columns=[c for c in table.columns if c.startswith("crop_")])

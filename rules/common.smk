@@ -149,7 +149,7 @@ _VOTE_KEYS = ("max_distance", "ratio")
 
 
 def _local_params(skip):
-    skip = (*skip, "reference_shards_per_job")
+    skip = (*skip, "reference_shards_per_job", "mirrored_queries")
     return {key: value for key, value in config["local"].items() if key not in skip}
 
 
@@ -253,14 +253,18 @@ def searched_reference_shards(wildcards):
 def candidate_sources(view):
     """(branch, candidates file pattern) pairs verified with the SIFT features of ``view``.
 
-    The full query (view ``queries``) verifies the local branch, every global model and the
-    global models run on the global crops (branches ``crop_<model>``); the local crops (view
-    ``crops_local``) verify their own local-search candidates.
+    The full query (view ``queries``) verifies the local branch, the local search of the
+    mirrored query (``local_mirrored``, when on), every global model and the global models run
+    on the global crops (branches ``crop_<model>``); the local crops (view ``crops_local``)
+    verify their own local-search candidates.
     """
     search = f"{RESULTS}/search"
     if view == "crops_local":
         return [("local", f"{search}/local/crops_local/{{shard}}.candidates.csv")]
     sources = [("local", f"{search}/local/queries/{{shard}}.candidates.csv")]
+    if config["local"]["mirrored_queries"]:
+        pattern = f"{search}/local/queries_mirrored/{{shard}}.candidates.csv"
+        sources.append(("local_mirrored", pattern))
     for model in global_models():
         sources.append(
             (model, f"{search}/global/{model}/queries/{{shard}}.candidates.csv")

@@ -12,7 +12,7 @@ rule local_search:
     benchmark:
         f"{RESULTS}/benchmarks/local_search/{{view}}/{{shard}}/{{group}}.tsv"
     wildcard_constraints:
-        view="queries|crops_local",
+        view="queries|queries_mirrored|crops_local",
     conda:
         "../envs/gpu.yaml"
     threads: 4
@@ -36,7 +36,7 @@ rule local_candidates:
     log:
         f"{RESULTS}/logs/local_candidates/{{view}}/{{shard}}.log",
     wildcard_constraints:
-        view="queries|crops_local",
+        view="queries|queries_mirrored|crops_local",
     conda:
         "../envs/cpu.yaml"
     params:

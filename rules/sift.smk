@@ -15,3 +15,18 @@ rule sift:
         sift=config["sift"],
     script:
         "../workflow_scripts/sift_shard.py"
+
+
+rule mirror_query_sift:
+    """The mirrored queries' SIFT (keypoints flipped, descriptors permuted): what the local
+    search of mirrored copies reads (local.mirrored_queries)."""
+    input:
+        features=f"{RESULTS}/sift/queries/{{shard}}.h5",
+    output:
+        features=f"{RESULTS}/sift/queries_mirrored/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/mirror_query_sift/{{shard}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/mirror_sift.py"

@@ -126,6 +126,11 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             *(("global_search", f"model=vlad, view=queries, shard={q}") for q in query_shards),
             *(("local_search", f"view=queries, shard={q}, group={group}") for q in query_shards),
             *(("local_candidates", f"view=queries, shard={q}") for q in query_shards),
+            *(
+                ("local_search", f"view=queries_mirrored, shard={q}, group={group}")
+                for q in query_shards
+            ),
+            *(("local_candidates", f"view=queries_mirrored, shard={q}") for q in query_shards),
             *(("verify", f"view=queries, shard={q}") for q in query_shards),
         ]
     )
@@ -315,3 +320,20 @@ def test_logistic_fusion_makes_its_own_development_run_from_the_training_set(
     jobs = plan(root / "run", {**config, "fusion": {"method": "logistic"}})
     assert {"development_run", "fit_fusion", "fuse"} <= {rule for rule, _ in jobs}
     assert not [job for job in jobs if "set=" in job[1]]  # the run's own shards are reused
+
+
+def test_mirrored_queries_are_searched_and_switching_them_off_redoes_no_search(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    done = {p.name for p in (root / "run" / "results" / "sift" / "queries_mirrored").iterdir()}
+    assert done == {"s0000.h5", "s0001.h5"}  # the default run searched the mirrors
+    local = {**config["local"], "mirrored_queries": False}
+    jobs = plan(root / "run", {**config, "local": local})
+    assert sorted({rule for rule, _ in jobs}) == [
+        "all",
+        "evaluate",
+        "fuse",
+        "make_gallery",
+        "verify",
+    ]
