@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
-from copydetect.gpu import DEFAULT_LOCK_DIR, lease_for_rule_job  # noqa: E402
+from copydetect.gpu import DEFAULT_LOCK_DIR, lease_for_device_job  # noqa: E402
 
 
 def model_settings() -> dict:
@@ -19,10 +19,12 @@ def model_settings() -> dict:
 
 
 spec = model_settings()
-# A CPU-only model must not hold a device that another GPU job could use.
-n_gpus = 0 if spec.get("device") == "cpu" else int(snakemake.resources.get("gpu", 0))
 # Before torch is imported: the lease sets CUDA_VISIBLE_DEVICES for this job.
-lease = lease_for_rule_job(n_gpus, snakemake.params.get("gpu_lock_dir", DEFAULT_LOCK_DIR))
+lease = lease_for_device_job(
+    str(spec.get("device", "auto")),
+    int(snakemake.resources.get("gpu", 0)),
+    snakemake.params.get("gpu_lock_dir", DEFAULT_LOCK_DIR),
+)
 
 import torch  # noqa: E402
 

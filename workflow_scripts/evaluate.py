@@ -22,18 +22,13 @@ from copydetect.metrics import (
     read_ground_truth,
     read_predictions,
 )
+from copydetect.rule_inputs import input_files  # noqa: E402
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 (stays open for the whole job)
 logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 log = logging.getLogger("evaluate")
-
-
-def input_paths(name):
-    """The files of a named input: absent, ``[]``, one path or a list of paths."""
-    value = getattr(snakemake.input, name, [])
-    return [value] if isinstance(value, str) else list(value)
 
 
 # Deduplicated once here so the metrics and the curve agree and the warning is logged once.
@@ -60,7 +55,7 @@ precision, recall, _ = precision_recall_curve(ground_truth.matches, predictions)
 title = f"micro-AP {metrics.micro_ap:.4f}, recall@P90 {metrics.recall_at_p90:.4f}"
 plot_pr_curve(precision, recall, snakemake.output.pr_curve, title)
 
-scored_pairs = input_paths("scored_pairs")
+scored_pairs = input_files(snakemake.input, "scored_pairs")
 if scored_pairs:  # the per-branch tables need the fused pair table of rule fuse
     fusion = FusionParams.from_mapping(getattr(snakemake.params, "fusion", {}))
     ranked = ranked_predictions(
@@ -70,6 +65,6 @@ if scored_pairs:  # the per-branch tables need the fused pair table of rule fuse
     ablation = ablation_table(by_branch)
     log.info("each branch alone:\n%s", ablation.to_string(index=False))
     write_table(ablation, snakemake.output.ablation)
-    edit_logs = input_paths("edits")
+    edit_logs = input_files(snakemake.input, "edits")
     edits = read_edits(edit_logs[0]) if edit_logs else None
     write_table(edit_recall(ground_truth, ranked, by_branch, edits), snakemake.output.edit_recall)

@@ -14,21 +14,20 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s
 
 from copydetect.fusion import FusionParams, fit_logistic, join_pair_tables, label_pairs  # noqa: E402
 from copydetect.metrics import read_ground_truth  # noqa: E402
+from copydetect.rule_inputs import input_files  # noqa: E402
 from copydetect.verify import read_table  # noqa: E402
-
-
-def input_paths(name):
-    """The files of a named input: absent, ``[]``, one path or a list of paths."""
-    value = getattr(snakemake.input, name, [])
-    return [value] if isinstance(value, str) else list(value)
 
 
 def development_inputs():
     """Pair tables, crop pair tables and ground truth: of the development run this workflow
     made (input ``development``, a folder), or of the finished run the config names."""
-    development = input_paths("development")
+    development = input_files(snakemake.input, "development")
     if not development:
-        return input_paths("pairs"), input_paths("crop_pairs"), snakemake.input.ground_truth
+        return (
+            input_files(snakemake.input, "pairs"),
+            input_files(snakemake.input, "crop_pairs"),
+            snakemake.input.ground_truth,
+        )
     run = Path(development[0])
     verify = run / "results" / "verify"
     return (

@@ -21,24 +21,18 @@ from copydetect.fusion import (  # noqa: E402
     score_pairs,
     write_scored_pairs,
 )
+from copydetect.rule_inputs import input_files  # noqa: E402
 from copydetect.score import write_predictions  # noqa: E402
 from copydetect.verify import read_table  # noqa: E402
 
-
-def input_paths(name):
-    """The files of a named input: absent, ``[]``, one path or a list of paths."""
-    value = getattr(snakemake.input, name, [])
-    return [value] if isinstance(value, str) else list(value)
-
-
 params = FusionParams.from_mapping(snakemake.params.fusion)
-model_paths = input_paths("model")
+model_paths = input_files(snakemake.input, "model")
 model = (
     FusionModel.from_json(model_paths[0]) if params.method == "logistic" and model_paths else None
 )
 pairs = join_pair_tables(
     [read_table(path) for path in snakemake.input.pairs],
-    [read_table(path) for path in input_paths("crop_pairs")],
+    [read_table(path) for path in input_files(snakemake.input, "crop_pairs")],
 )
 scored = score_pairs(pairs, params, model)
 write_scored_pairs(scored, snakemake.output.scored_pairs)

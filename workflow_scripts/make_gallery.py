@@ -15,22 +15,14 @@ from copydetect.gallery import (  # noqa: E402
     write_gallery,
 )
 from copydetect.metrics import read_ground_truth  # noqa: E402
+from copydetect.rule_inputs import optional_file  # noqa: E402
 from copydetect.sift import SiftParams  # noqa: E402
 from copydetect.verify import VerifyParams  # noqa: E402
 
-
-def optional_input(name):
-    """The single file of an optional input (given as ``[]`` when absent), or None."""
-    value = getattr(snakemake.input, name, [])
-    if isinstance(value, str):
-        return value
-    return value[0] if value else None
-
-
 # The job's threads are the budget: OpenCV would otherwise start one thread per core.
 cv2.setNumThreads(max(1, int(getattr(snakemake, "threads", 1))))
-ground_truth_path = optional_input("ground_truth")
-metrics_path = optional_input("metrics")
+ground_truth_path = optional_file(snakemake.input, "ground_truth")
+metrics_path = optional_file(snakemake.input, "metrics")
 inputs = GalleryInputs(
     scored_pairs=snakemake.input.scored_pairs,
     predictions=snakemake.input.predictions,

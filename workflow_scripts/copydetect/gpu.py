@@ -283,3 +283,9 @@ def lease_for_rule_job(n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLe
     except GpuLeaseError as exc:
         logger.error("%s", exc)
         raise SystemExit(1) from None
+
+
+def lease_for_device_job(device: str, n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
+    """:func:`lease_for_rule_job` for a job whose settings name a ``device``: a job told to run
+    on the CPU takes no GPU, so it never holds a device another GPU job could use."""
+    return lease_for_rule_job(0 if device == "cpu" else n, lock_dir)
