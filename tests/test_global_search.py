@@ -27,6 +27,7 @@ from copydetect.global_search import (
     read_normalization,
     write_normalization,
 )
+from copydetect.knn import Device
 from copydetect.shards import Embeddings, read_embedding_shard, write_embedding_shard
 
 HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -374,7 +375,7 @@ def test_qe_gathers_the_vectors_of_the_first_pass_top(planted_clusters: SimpleNa
     """The vectors gathered during the sharded merge are those of the final top references."""
     data = planted_clusters
     x = data.norm.apply(data.queries.vectors)
-    top = global_search._knn_pass(x, data.paths, data.norm, 8, global_search._Device(), gather=3)
+    top = global_search._knn_pass(x, data.paths, data.norm, 8, Device(), gather=3)
     embs = [read_embedding_shard(p) for p in data.paths]
     vectors = dict(
         zip(
