@@ -31,7 +31,7 @@ from copydetect.ablation import ranked_predictions  # noqa: E402
 from copydetect.evaluation import edit_recall, read_edits  # noqa: E402
 from copydetect.fusion import FusionParams, join_pair_tables, score_pairs  # noqa: E402
 from copydetect.metrics import GroundTruth, Metrics, evaluate, read_ground_truth  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+from copydetect.tables import read_table  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work"
 HEADING = "## Overlay-crop branches on the wallpaper/Tux Paint benchmark (benchmarks/overlay.py)"

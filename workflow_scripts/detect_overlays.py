@@ -20,13 +20,14 @@ lease = lease_for_device_job(
 
 import torch  # noqa: E402
 
-from copydetect.detector import DetectorError, detect_overlays, resolve_device  # noqa: E402
+from copydetect.detector import DetectorError, detect_overlays  # noqa: E402
+from copydetect.devices import resolve_device  # noqa: E402
 from copydetect.overlay import DetectParams  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 try:
     params = DetectParams.from_mapping(detect)
-    device = resolve_device(params.device, bool(lease.devices))
+    device = resolve_device(params.device, bool(lease.devices), gpu="0")
     logging.info("detecting on %s: %s", device, params)
     detect_overlays(
         snakemake.input.shard,

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from copydetect.ablation import ablation_table, evaluate_each, ranked_predictions, write_table
+from copydetect.ablation import ablation_table, evaluate_each, ranked_predictions
 from copydetect.atomic import atomic_path
 from copydetect.evaluation import edit_recall, read_edits
 from copydetect.fusion import FusionParams, read_scored_pairs
@@ -23,6 +23,7 @@ from copydetect.metrics import (
     read_predictions,
 )
 from copydetect.rule_inputs import input_files  # noqa: E402
+from copydetect.tables import write_csv
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 (stays open for the whole job)
 logging.basicConfig(
@@ -64,7 +65,7 @@ if scored_pairs:  # the per-branch tables need the fused pair table of rule fuse
     by_branch = evaluate_each(ranked, ground_truth)
     ablation = ablation_table(by_branch)
     log.info("each branch alone:\n%s", ablation.to_string(index=False))
-    write_table(ablation, snakemake.output.ablation)
+    write_csv(snakemake.output.ablation, ablation)
     edit_logs = input_files(snakemake.input, "edits")
     edits = read_edits(edit_logs[0]) if edit_logs else None
-    write_table(edit_recall(ground_truth, ranked, by_branch, edits), snakemake.output.edit_recall)
+    write_csv(snakemake.output.edit_recall, edit_recall(ground_truth, ranked, by_branch, edits))

@@ -15,7 +15,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s
 from copydetect.fusion import FusionParams, fit_logistic, join_pair_tables, label_pairs  # noqa: E402
 from copydetect.metrics import read_ground_truth  # noqa: E402
 from copydetect.rule_inputs import input_files  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+from copydetect.tables import read_table  # noqa: E402
 
 
 def development_inputs():

@@ -13,7 +13,7 @@ from copydetect.global_search import (  # noqa: E402
     fit_normalization,
     write_normalization,
 )
-from copydetect.local_search import peak_rss_mib  # noqa: E402
+from copydetect.memory import peak_rss_mib  # noqa: E402
 
 start = time.perf_counter()
 params = NormalizationParams.from_mapping(snakemake.params.normalization)

@@ -19,11 +19,10 @@ from copydetect.fusion import (  # noqa: E402
     fused_predictions,
     join_pair_tables,
     score_pairs,
-    write_scored_pairs,
 )
+from copydetect.predictions import write_predictions  # noqa: E402
 from copydetect.rule_inputs import input_files  # noqa: E402
-from copydetect.score import write_predictions  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+from copydetect.tables import read_table, write_csv  # noqa: E402
 
 params = FusionParams.from_mapping(snakemake.params.fusion)
 model_paths = input_files(snakemake.input, "model")
@@ -35,5 +34,5 @@ pairs = join_pair_tables(
     [read_table(path) for path in input_files(snakemake.input, "crop_pairs")],
 )
 scored = score_pairs(pairs, params, model)
-write_scored_pairs(scored, snakemake.output.scored_pairs)
+write_csv(snakemake.output.scored_pairs, scored)
 write_predictions(fused_predictions(scored, params), snakemake.output.predictions)

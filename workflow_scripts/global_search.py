@@ -24,8 +24,9 @@ from copydetect.global_search import (  # noqa: E402
     global_candidates,
     read_normalization,
 )
-from copydetect.local_search import peak_rss_mib, write_csv  # noqa: E402
+from copydetect.memory import peak_rss_mib  # noqa: E402
 from copydetect.shards import read_embedding_shard  # noqa: E402
+from copydetect.tables import write_csv  # noqa: E402
 
 start = time.perf_counter()
 faiss.omp_set_num_threads(max(1, snakemake.threads))

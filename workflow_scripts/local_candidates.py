@@ -13,12 +13,12 @@ from copydetect.local_search import (  # noqa: E402
     QueryLayout,
     count_votes,
     merge_neighbors,
-    peak_rss_mib,
     read_neighbors,
     select_candidates,
-    write_csv,
 )
+from copydetect.memory import peak_rss_mib  # noqa: E402
 from copydetect.shards import read_sift_shard  # noqa: E402
+from copydetect.tables import write_csv  # noqa: E402
 
 start = time.perf_counter()
 params = LocalSearchParams.from_mapping(snakemake.params.local)

@@ -16,10 +16,10 @@ import faiss  # noqa: E402
 
 from copydetect.local_search import (  # noqa: E402
     LocalSearchParams,
-    peak_rss_mib,
     search_group,
     write_neighbors,
 )
+from copydetect.memory import peak_rss_mib  # noqa: E402
 
 start = time.perf_counter()
 faiss.omp_set_num_threads(max(1, snakemake.threads))

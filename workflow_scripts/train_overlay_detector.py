@@ -23,14 +23,14 @@ import torch  # noqa: E402
 from copydetect.detector import (  # noqa: E402
     DetectorError,
     TrainParams,
-    resolve_device,
     train_detector,
 )
+from copydetect.devices import resolve_device  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 try:
     params = TrainParams.from_mapping(train)
-    device = resolve_device(params.device, bool(lease.devices))
+    device = resolve_device(params.device, bool(lease.devices), gpu="0")
     logging.info("training on %s: %s", device, params)
     train_detector(
         snakemake.input.dataset,

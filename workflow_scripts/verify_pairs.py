@@ -10,7 +10,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s
 from copydetect.atomic import atomic_path  # noqa: E402
 from copydetect.candidates import merge_candidates  # noqa: E402
 from copydetect.sift import SiftParams  # noqa: E402
-from copydetect.verify import VerifyParams, read_table, verify_candidates  # noqa: E402
+from copydetect.tables import read_table  # noqa: E402
+from copydetect.verify import VerifyParams, verify_candidates  # noqa: E402
 
 # Candidates name their reference shard; a SIFT shard's name is its file stem.
 reference_paths = {Path(path).stem: path for path in snakemake.input.reference_features}

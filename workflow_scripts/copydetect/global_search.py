@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.hdf5 import STRING
 from copydetect.knn import GPU_MAX_K, Device, merge_topk, tie_safe_topk
 from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.params import from_config
@@ -57,7 +58,7 @@ CANDIDATE_COLUMNS = [
     "global_normalized",
     "global_rank",
 ]
-_STR = h5py.string_dtype(encoding="utf-8")
+_STR = STRING  # normalization files
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.hdf5 import STRING
 from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
 from copydetect.params import from_config
@@ -52,7 +52,6 @@ QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and t
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
 _KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
-_STR = h5py.string_dtype(encoding="utf-8")
 _INDEX_KINDS = ("flat", "ivf_flat", "ivf_pq")
 VOTE_COLUMNS = [
     "query_id",
@@ -358,9 +357,9 @@ def _no_neighbors(n: int) -> Neighbors:
 def write_neighbors(path: str | os.PathLike, neighbors: Neighbors) -> None:
     """Write a neighbours file atomically (HDF5; distances are squared L2)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ref_ids", data=np.array(neighbors.ref_ids, dtype=object), dtype=_STR)
+        f.create_dataset("ref_ids", data=np.array(neighbors.ref_ids, dtype=object), dtype=STRING)
         f.create_dataset(
-            "ref_shards", data=np.array(neighbors.ref_shards, dtype=object), dtype=_STR
+            "ref_shards", data=np.array(neighbors.ref_shards, dtype=object), dtype=STRING
         )
         f.create_dataset("distances", data=neighbors.distances.astype(np.float32))
         f.create_dataset("ref_index", data=neighbors.ref_index.astype(np.int32))
@@ -449,24 +448,3 @@ def select_candidates(
     )
     top = kept.groupby("query_id", sort=False).head(candidates_per_query)
     return top[VOTE_COLUMNS].reset_index(drop=True)
-
-
-def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write a table as CSV atomically (header always, so an empty table is a valid file)."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Prefers Linux's VmHWM: ``ru_maxrss`` also counts the parent's resident size at fork/exec
-    (Linux carries it over exec), which would charge a big Snakemake parent to the job.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image
 
 from copydetect.atomic import atomic_path
-
-_STR = h5py.string_dtype(encoding="utf-8")
+from copydetect.hdf5 import STRING
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class SiftFeatures:
 def write_image_shard(path: str | os.PathLike, records: Sequence[ImageRecord]) -> None:
     """Write an image shard atomically (an empty shard is valid: every image was rejected)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=[r.id for r in records], dtype=_STR)
+        f.create_dataset("ids", data=[r.id for r in records], dtype=STRING)
         jpeg = f.create_dataset("jpeg", (len(records),), dtype=h5py.vlen_dtype(np.uint8))
         for i, r in enumerate(records):
             jpeg[i] = np.frombuffer(r.jpeg, dtype=np.uint8)
@@ -74,12 +73,6 @@ def decode_rgb(jpeg: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def iter_images(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(id, rgb_array)`` for every image of an image shard."""
-    for record in iter_image_records(path):
-        yield record.id, decode_rgb(record.jpeg)
-
-
 def _row_index(f: h5py.File, ids: Sequence[str], path: str | os.PathLike) -> dict[str, int]:
     """Row of each wanted id in a shard, in stored order (reads then move forward through the
     file); an id the shard lacks is an error naming the file."""
@@ -106,7 +99,7 @@ def write_sift_shard(path: str | os.PathLike, features: Sequence[SiftFeatures]) 
         np.concatenate([x.descriptors for x in features]) if features else np.zeros((0, 128))
     )
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=[x.id for x in features], dtype=_STR)
+        f.create_dataset("ids", data=[x.id for x in features], dtype=STRING)
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("keypoints", data=keypoints.astype(np.float32).reshape(-1, 4))
         f.create_dataset("descriptors", data=descriptors.astype(np.uint8).reshape(-1, 128))
@@ -172,7 +165,7 @@ def write_embedding_shard(
     if vectors.shape[0] != len(ids):
         raise ValueError(f"{len(ids)} ids but {vectors.shape[0]} vectors for {path}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=list(ids), dtype=_STR)
+        f.create_dataset("ids", data=list(ids), dtype=STRING)
         f.create_dataset("vectors", data=vectors)
 
 
@@ -188,5 +181,5 @@ def export_isc2021(shards: Sequence[str | os.PathLike], path: str | os.PathLike)
     ids = [i for p in parts for i in p.ids]
     vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, 0))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("image_names", data=ids, dtype=_STR)
+        f.create_dataset("image_names", data=ids, dtype=STRING)
         f.create_dataset("vectors", data=vectors.astype(np.float32))

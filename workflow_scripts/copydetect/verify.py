@@ -35,10 +35,10 @@ import pandas as pd
 from copydetect.params import from_config
 from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray, extract_sift
+from copydetect.tables import ID_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-ID_COLUMNS = ("query_id", "reference_id", "reference_shard")
 # Distance of two orthogonal non-negative unit vectors: the largest RootSIFT distance, used as
 # the mean match distance of a pair without matches.
 MAX_DISTANCE = math.sqrt(2.0)
@@ -409,22 +409,6 @@ def _attach_evidence(table: pd.DataFrame, results: list[tuple[int, dict]]) -> pd
         int(table["flipped"].sum()),
     )
     return table
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a candidates or pairs CSV with the id columns as exact strings.
-
-    Ids like ``000123`` or ``NA`` must survive: they are read as text, with no NA parsing;
-    the other columns parse normally (an empty field is NaN).
-    """
-    header = pd.read_csv(path, nrows=0).columns
-    ids = [c for c in header if c in ID_COLUMNS]
-    return pd.read_csv(
-        path,
-        dtype={c: str for c in ids},
-        keep_default_na=False,
-        na_values={c: ["", "nan", "NaN"] for c in header if c not in ids},
-    )
 
 
 # --- Inlier correspondences of one pair, for drawing (the gallery) ---------------------------
