@@ -29,18 +29,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import h5py
 import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
-from copydetect.hdf5 import STRING
 from copydetect.knn import GPU_MAX_K, Device, merge_topk, tie_safe_topk
 from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.params import from_config
-from copydetect.shards import Embeddings, read_embedding_shard, read_shard_ids
+from copydetect.shards import STRING, Embeddings, read_embedding_shard, read_shard_ids
 
 logger = logging.getLogger(__name__)
 
@@ -428,17 +427,8 @@ def exact_topk(
 # --- k-NN over reference shards --------------------------------------------------------------
 
 
-class GlobalNeighbors(NamedTuple):
-    """Top-k references of every query (row i belongs to ``query_ids[i]``), best first."""
-
-    query_ids: list[str]
-    similarities: np.ndarray  # float32 [nq, k], -inf = no reference
-    reference_ids: np.ndarray  # str [nq, k], "" = no reference
-    reference_shards: np.ndarray  # str [nq, k] (shard file stem), "" = no reference
-
-
 @dataclass
-class _TopK:
+class ShardTopK:
     """Running top-k of a query batch, optionally with the vectors of its first ``g`` entries
     (gathered on the way for αQE, so no reference shard is read twice for it)."""
 
@@ -448,11 +438,13 @@ class _TopK:
     vectors: np.ndarray  # float32 [n, g, d]
 
     @classmethod
-    def empty(cls, n: int, k: int, g: int, d: int) -> _TopK:
+    def empty(cls, n: int, k: int, g: int, d: int) -> ShardTopK:
         none = np.full((n, k), "", dtype=str)
         return cls(np.full((n, k), -np.inf), none, none.copy(), np.zeros((n, g, d), np.float32))
 
-    def merge(self, sims: np.ndarray, ids: np.ndarray, shard: str, vectors: np.ndarray) -> _TopK:
+    def merge(
+        self, sims: np.ndarray, ids: np.ndarray, shard: str, vectors: np.ndarray
+    ) -> ShardTopK:
         """Exact top-k of self and one shard's sorted top-k, ordered by (score desc, id).
 
         The vectors of the new first g come from the first g of either side: an entry at
@@ -468,7 +460,7 @@ class _TopK:
             vectors = np.take_along_axis(source, col[:, :, None], 1)
         else:
             vectors = self.vectors
-        return _TopK(top_sims, top_ids, np.take_along_axis(all_shards, order, -1), vectors)
+        return ShardTopK(top_sims, top_ids, np.take_along_axis(all_shards, order, -1), vectors)
 
 
 def _shard_topk(
@@ -497,16 +489,18 @@ def _shard_topk(
     return sims, found_ids, ref[np.maximum(rows[:, :g], 0)]
 
 
-def _knn_pass(
+def knn_over_shards(
     queries: np.ndarray,
     reference_shards: Sequence[str | os.PathLike],
     normalization: Normalization,
     k: int,
     device: Device,
     gather: int = 0,
-) -> _TopK:
-    """Running exact top-k over the shards, one shard in memory at a time."""
-    top = _TopK.empty(len(queries), k, min(gather, k), queries.shape[1])
+) -> ShardTopK:
+    """Exact inner-product top-k of transformed queries over reference shards, one shard in
+    memory at a time (each transformed by ``normalization`` when read), with the vectors of the
+    first ``gather`` references. Fewer than k references leave (-inf, "", "") at a row's end."""
+    top = ShardTopK.empty(len(queries), k, min(gather, k), queries.shape[1])
     if len(queries) == 0:
         return top
     for path in reference_shards:
@@ -516,23 +510,6 @@ def _knn_pass(
             top = top.merge(found[0], found[1], Path(path).stem, found[2])
         logger.info("%s: searched in %.2f s", path, time.perf_counter() - start)
     return top
-
-
-def knn_over_shards(
-    queries: Embeddings,
-    reference_shards: Sequence[str | os.PathLike],
-    normalization: Normalization,
-    k: int,
-    use_gpu: str = "auto",
-) -> GlobalNeighbors:
-    """Exact inner-product top-k of already transformed queries over reference shards.
-
-    Each shard is transformed by ``normalization`` when read. Fewer than k references leave
-    (-inf, "", "") entries at the end of a row.
-    """
-    vectors = np.asarray(queries.vectors, dtype=np.float32)
-    top = _knn_pass(vectors, reference_shards, normalization, k, Device.choose(use_gpu))
-    return GlobalNeighbors(list(queries.ids), top.sims.astype(np.float32), top.ids, top.shards)
 
 
 # --- αQE / DBA and score normalization --------------------------------------------------------
@@ -605,7 +582,7 @@ def normalize_similarities(
 
 
 def _candidate_table(
-    query_ids: Sequence[str], top: _TopK, bank_sims: np.ndarray, params: GlobalSearchParams
+    query_ids: Sequence[str], top: ShardTopK, bank_sims: np.ndarray, params: GlobalSearchParams
 ) -> pd.DataFrame:
     """Rows of found references with raw and normalized scores, top per query by the ranking
     score (normalized when ``normalize_scores``), ties by reference id."""
@@ -644,12 +621,12 @@ def global_candidates(
     device = Device.choose(params.use_gpu)
     x = normalization.apply(queries.vectors)
     if params.qe_k:
-        first = _knn_pass(
+        first = knn_over_shards(
             x, reference_shards, normalization, max(params.k, params.qe_k), device, params.qe_k
         )
         x = alpha_expansion(x, first.vectors, first.sims, params.qe_k, params.qe_alpha)
         del first
-    top = _knn_pass(x, reference_shards, normalization, params.k, device)
+    top = knn_over_shards(x, reference_shards, normalization, params.k, device)
     if params.normalize_scores:
         bank_sims = _bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
     else:
@@ -674,7 +651,7 @@ def augment_references(
     if k == 0 or len(vectors) == 0:
         return l2_normalize(vectors).astype(np.float32)
     identity = Normalization.identity(vectors.shape[1])
-    top = _knn_pass(vectors, reference_shards, identity, k + 1, Device.choose(use_gpu), k + 1)
+    top = knn_over_shards(vectors, reference_shards, identity, k + 1, Device.choose(use_gpu), k + 1)
     # Each reference finds itself; move that entry last (stable) and keep the first k others.
     is_self = top.ids == np.asarray(shard.ids, dtype=object)[:, None]
     order = np.argsort(is_self, axis=1, kind="stable")[:, :k]

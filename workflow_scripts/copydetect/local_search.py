@@ -38,11 +38,10 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
-from copydetect.hdf5 import STRING
 from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
 from copydetect.params import from_config
-from copydetect.shards import SiftFeatures, read_shard_ids, read_sift_shard
+from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from copydetect.atomic import atomic_path
-from copydetect.hdf5 import STRING
+
+STRING = h5py.string_dtype(encoding="utf-8")  # every id dataset; read back with .asstr()
 
 
 @dataclass(frozen=True)
