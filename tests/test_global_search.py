@@ -273,8 +273,8 @@ def test_score_normalization_subtracts_beta_times_mean_of_top_n_bank_sims(tmp_pa
     norm = Normalization.identity(2, bank=bank)
     query = np.array([[1.0, 0.0]], dtype=np.float32)
     # Bank similarities 1, 0, 0.6: top 2 average 0.8, all three 1.6 / 3.
-    np.testing.assert_allclose(bank_similarity(query, norm.bank, 2, "never"), [0.8], atol=1e-7)
-    np.testing.assert_allclose(bank_similarity(query, norm.bank, 5, "never"), [1.6 / 3], atol=1e-7)
+    np.testing.assert_allclose(bank_similarity(query, norm.bank, 2, Device()), [0.8], atol=1e-7)
+    np.testing.assert_allclose(bank_similarity(query, norm.bank, 5, Device()), [1.6 / 3], atol=1e-7)
     np.testing.assert_allclose(
         normalize_similarities(np.array([[0.9, 0.5]]), np.array([0.8]), 0.5), [[0.5, 0.1]]
     )
@@ -285,7 +285,7 @@ def test_score_normalization_subtracts_beta_times_mean_of_top_n_bank_sims(tmp_pa
     )
     table = global_candidates(Embeddings(["q"], query), paths, norm, params)
     assert list(table["reference_id"]) == ["ra", "rb"]
-    term = 0.5 * bank_similarity(query, norm.bank, 2, "never")[0]
+    term = 0.5 * bank_similarity(query, norm.bank, 2, Device())[0]
     np.testing.assert_array_equal(
         table["global_normalized"], table["global_similarity"].to_numpy() - term
     )

@@ -648,17 +648,6 @@ def run_batches(embedder: Embedder, batches: Iterable[Batch], n_images: int) -> 
     return out if out is not None else np.zeros((0, embedder.dim), np.float32)
 
 
-def batch_embed(embedder: Embedder, images: Sequence[np.ndarray]) -> np.ndarray:
-    """Embeddings of in-memory RGB uint8 images ``[h, w, 3]`` (no files, no worker processes)."""
-    params = embedder.params
-    inputs = [[preprocess(rgb, params, s) for s in params.scales] for rgb in images]
-    keys = [tuple(tuple(x.shape) for x in per_scale) for per_scale in inputs]
-    batches = (
-        collate([(i, inputs[i]) for i in batch]) for batch in plan_batches(keys, params.batch_size)
-    )
-    return run_batches(embedder, batches, len(images))
-
-
 def shard_loader(dataset: ShardImages, params: EmbedParams, pin: bool) -> DataLoader:
     """DataLoader decoding in ``num_workers`` processes, batches planned by resized shape."""
     return DataLoader(

@@ -551,7 +551,9 @@ def dba_vectors(
     return alpha_expansion(reference_vectors, neighbor_vectors, neighbor_sims, k, alpha)
 
 
-def _bank_similarity(queries: np.ndarray, bank: np.ndarray, n: int, device: Device) -> np.ndarray:
+def bank_similarity(queries: np.ndarray, bank: np.ndarray, n: int, device: Device) -> np.ndarray:
+    """float64 [nq]: mean of each (transformed) query's top-n similarities to the bank (all of
+    the bank when it has fewer than n vectors; 0 when it is empty)."""
     if len(bank) == 0:
         logger.warning("empty normalization bank: scores are not normalized")
         return np.zeros(len(queries))
@@ -559,16 +561,6 @@ def _bank_similarity(queries: np.ndarray, bank: np.ndarray, n: int, device: Devi
         return np.zeros(0)
     sims, _ = exact_topk(device, queries, bank, min(n, len(bank)))
     return sims.mean(axis=1)
-
-
-def bank_similarity(
-    queries: np.ndarray, bank: np.ndarray, n: int, use_gpu: str = "auto"
-) -> np.ndarray:
-    """float64 [nq]: mean of each (transformed) query's top-n similarities to the bank (all of
-    the bank when it has fewer than n vectors; 0 when it is empty)."""
-    return _bank_similarity(
-        np.asarray(queries, np.float32), np.asarray(bank, np.float32), n, Device.choose(use_gpu)
-    )
 
 
 def normalize_similarities(
@@ -628,7 +620,7 @@ def global_candidates(
         del first
     top = knn_over_shards(x, reference_shards, normalization, params.k, device)
     if params.normalize_scores:
-        bank_sims = _bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
+        bank_sims = bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
     else:
         bank_sims = np.zeros(len(x))
     return _candidate_table(queries.ids, top, bank_sims, params)
