@@ -194,8 +194,8 @@ def _acquire(
     n: int,
     lock_dir: str | os.PathLike,
     devices: list[str] | None,
-    wait_seconds: float,
-    poll_seconds: float,
+    wait_seconds: float = 600,
+    poll_seconds: float = 0.5,
 ) -> GpuLease:
     """Take a lease and export it to the environment (see ``gpu_lease``)."""
     if n < 0:
@@ -253,12 +253,12 @@ def acquire_for_job(
     n: int,
     lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR,
     devices: list[str] | None = None,
-    wait_seconds: float = 600,
-    poll_seconds: float = 0.5,
+    **wait: float,
 ) -> GpuLease:
-    """Like ``gpu_lease``, but held until the process exits: for a rule script that needs the
-    GPU(s) for its whole life. Call it before importing torch or faiss."""
-    lease = _acquire(n, lock_dir, devices, wait_seconds, poll_seconds)
+    """Like ``gpu_lease`` (same arguments), but held until the process exits: for a rule script
+    that needs the GPU(s) for its whole life (``copydetect.rule_script.start`` takes it). Call it
+    before importing torch or faiss."""
+    lease = _acquire(n, lock_dir, devices, **wait)
     _JOB_LEASES.append(lease)
     return lease
 
@@ -272,20 +272,3 @@ def torch_device(lease: GpuLease) -> str:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def lease_for_rule_job(n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
-    """A rule script's lease for its whole life; a lease that cannot be had ends the job with
-    one log line (exit status 1) instead of a traceback. Call it before torch or faiss touch
-    CUDA, since CUDA_VISIBLE_DEVICES is read once, when CUDA initialises."""
-    try:
-        return acquire_for_job(n, lock_dir)
-    except GpuLeaseError as exc:
-        logger.error("%s", exc)
-        raise SystemExit(1) from None
-
-
-def lease_for_device_job(device: str, n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
-    """:func:`lease_for_rule_job` for a job whose settings name a ``device``: a job told to run
-    on the CPU takes no GPU, so it never holds a device another GPU job could use."""
-    return lease_for_rule_job(0 if device == "cpu" else n, lock_dir)
