@@ -53,7 +53,6 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 BENCH = ROOT / "benchmarks" / "work" / "bench_run" / "results" / "sift"
 GROUND_TRUTH = ROOT / "benchmarks" / "work" / "bench" / "ground_truth.csv"

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 WORK = ROOT / "benchmarks" / "work" / "local_search"
 HEADING = "## Local descriptor search: memory vs |R| (benchmarks/local_search.py)"
 

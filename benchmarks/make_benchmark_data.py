@@ -55,10 +55,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
+from copydetect.synth import SynthesisConfig, fit_max_side, synthesize
 
-from copydetect.synth import SynthesisConfig, fit_max_side, synthesize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("make_benchmark_data")
 

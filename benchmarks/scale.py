@@ -45,7 +45,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 WORK = ROOT / "benchmarks" / "work" / "scale"
 REAL_SIFT = ROOT / "benchmarks/work/bench_run/results/sift/references/s0000.h5"

@@ -400,7 +400,6 @@ def run_rule_script(tmp_path: Path, model: dict) -> tuple[int, str]:
             threads=1,
             resources=Named(gpu=0),
             wildcards=Named(model="tiny"),
-            config={{"models": {{"tiny": {{"backend": "torchscript"}}}}}},
         )
         runpy.run_path({str(ROOT / "workflow_scripts" / "embed_shard.py")!r},
                        init_globals={{"snakemake": snakemake}}, run_name="__main__")
@@ -414,8 +413,13 @@ def run_rule_script(tmp_path: Path, model: dict) -> tuple[int, str]:
 def test_rule_script_embeds_and_fails_cleanly(tmp_path, photos) -> None:
     write_shard(tmp_path / "images.h5", photos[:2])
     torch.jit.script(TinyNet().eval()).save(str(tmp_path / "tiny.pt"))
-    model = {"name": "tiny", "weights": str(tmp_path / "tiny.pt"), "size": 32, "num_workers": 0}
-    code, log = run_rule_script(tmp_path, model)  # backend comes from the config, as wired
+    model = {
+        "backend": "torchscript",
+        "weights": str(tmp_path / "tiny.pt"),
+        "size": 32,
+        "num_workers": 0,
+    }
+    code, log = run_rule_script(tmp_path, model)  # the model's config entry, as rule embed_images
     assert code == 0, log
     assert read_embedding_shard(tmp_path / "emb.h5").vectors.shape == (2, 8)
     code, log = run_rule_script(tmp_path, {**model, "weights": str(tmp_path / "gone.pt")})
