@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 WORK = ROOT / "benchmarks" / "work" / "scale"
 REAL_SIFT = ROOT / "benchmarks/work/bench_run/results/sift/references/s0000.h5"
-CANDIDATE_KEYS = ("candidates_per_query", "min_votes")
 HEADING = "## Search and verify jobs at 10k vs 100k references (benchmarks/scale.py)"
 
 from local_search import cpu_model  # noqa: E402
@@ -195,7 +194,7 @@ def write_local_candidates(path: Path, n_refs: int, args: argparse.Namespace) ->
     from copydetect.local_search import write_csv
 
     rng = np.random.default_rng(n_refs)
-    per_query = args.config["local"]["candidates_per_query"]
+    per_query = args.config["local"]["candidates"]["candidates_per_query"]
     rows = []
     for q in range(args.verify_queries):
         for r in rng.choice(n_refs, per_query, replace=False):
@@ -252,11 +251,6 @@ def run_job(name: str, n_refs: int, script: str, args: argparse.Namespace, **spe
     return run
 
 
-def local_params(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
-    skip = (*skip, "reference_shards_per_job")
-    return {k: v for k, v in args.config["local"].items() if k not in skip}
-
-
 def local_search_job(
     n_refs: int, queries: Path, shards: list[Path], name: str, args: argparse.Namespace
 ) -> JobRun:
@@ -269,7 +263,7 @@ def local_search_job(
         input={"queries": str(queries), "references": [str(p) for p in shards]},
         output={"neighbors": str(out)},
         params={
-            "local": local_params(args, (*CANDIDATE_KEYS, "max_distance", "ratio")),
+            "search": args.config["local"]["search"],
             "gpu_lock_dir": str(args.work / "locks"),
         },
     )
@@ -290,8 +284,9 @@ def local_candidates_job(n_refs: int, args: argparse.Namespace) -> JobRun:
         input={"queries": str(args.work / "q_full.h5"), "neighbors": [str(p) for p in files]},
         output={"votes": f"{out}.votes.csv", "candidates": f"{out}.csv"},
         params={
-            "local": local_params(args, CANDIDATE_KEYS),
-            "candidates": {k: args.config["local"][k] for k in CANDIDATE_KEYS},
+            "search": args.config["local"]["search"],
+            "votes": args.config["local"]["votes"],
+            "candidates": args.config["local"]["candidates"],
         },
     )
     run.note = f"{len(files)} neighbour file{'s' if len(files) > 1 else ''}"

@@ -167,7 +167,8 @@ def test_changed_candidate_threshold_does_not_rerun_the_search(
     finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
-    jobs = plan(root / "run", {**config, "local": {"reference_shards_per_job": 2, "min_votes": 3}})
+    local = {"reference_shards_per_job": 2, "candidates": {"min_votes": 3}}
+    jobs = plan(root / "run", {**config, "local": local})
     rules = sorted({rule for rule, _ in jobs})
     assert rules == ["all", "evaluate", "fuse", "local_candidates", "make_gallery", "verify"]
 

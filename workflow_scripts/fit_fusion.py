@@ -43,5 +43,5 @@ pairs = join_pair_tables(
     [read_table(path) for path in pair_paths], [read_table(path) for path in crop_paths]
 )
 labels = label_pairs(pairs, read_ground_truth(ground_truth))
-model = fit_logistic(pairs, labels, l2=params.l2, rule=params.rule)
+model = fit_logistic(pairs, labels)
 model.to_json(snakemake.output.model)

@@ -27,7 +27,7 @@ try:
         snakemake.output.shard,
         snakemake.output.rejects,
         IngestParams.from_mapping(config),
-        on_error=config.get("on_error", "skip"),
+        on_error=config["on_error"],
     )
 except IngestError as exc:
     log.error("%s", exc)

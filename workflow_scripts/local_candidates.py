@@ -9,8 +9,10 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
 from copydetect.local_search import (  # noqa: E402
+    CandidateParams,
     LocalSearchParams,
     QueryLayout,
+    VoteParams,
     count_votes,
     merge_neighbors,
     peak_rss_mib,
@@ -21,13 +23,14 @@ from copydetect.local_search import (  # noqa: E402
 from copydetect.shards import read_sift_shard  # noqa: E402
 
 start = time.perf_counter()
-params = LocalSearchParams.from_mapping(snakemake.params.local)
-options = snakemake.params.candidates
+search = LocalSearchParams.from_mapping(snakemake.params.search)
+votes_params = VoteParams.from_mapping(snakemake.params.votes)
+options = CandidateParams.from_mapping(snakemake.params.candidates)
 layout = QueryLayout.from_features(read_sift_shard(snakemake.input.queries))
 # A generator: files are read one at a time while folding, so memory does not grow with |R|.
-neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), params.k)
-votes = count_votes(layout, neighbors, params)
-candidates = select_candidates(votes, options["candidates_per_query"], options["min_votes"])
+neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), search.k)
+votes = count_votes(layout, neighbors, votes_params)
+candidates = select_candidates(votes, options.candidates_per_query, options.min_votes)
 write_csv(snakemake.output.votes, votes)
 write_csv(snakemake.output.candidates, candidates)
 logging.info(

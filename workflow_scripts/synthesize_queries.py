@@ -25,13 +25,13 @@ cfg = SynthesisConfig(
     n_references=int(params["references"]),
     n_copy_queries=int(params["copy_queries"]),
     n_distractors=int(params["distractors"]),
-    n_training=int(params.get("training", 0)),
-    seed=int(params.get("seed", 0)),
-    max_side=int(params.get("max_side", 512)),
-    n_backgrounds=int(params.get("backgrounds", 0)),
+    n_training=int(params["training"]),
+    seed=int(params["seed"]),
+    max_side=int(params["max_side"]),
+    n_backgrounds=int(params["backgrounds"]),
 )
 out_dir = Path(snakemake.output[0])
-sources = str(params.get("sources", "skimage"))
+sources = str(params["sources"])
 
 if sources == "skimage":
     # The tiles are regenerated deterministically, so they live in a scratch folder rather than

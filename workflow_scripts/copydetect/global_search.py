@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.shards import Embeddings, read_embedding_shard, read_shard_ids
 
 logger = logging.getLogger(__name__)
@@ -72,40 +72,25 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 # --- normalization: PCA / whitening + L2, and the score-normalization bank -------------------
 
 
-@dataclass(frozen=True)
+@config_params("global.normalization")
 class NormalizationParams:
-    """How the embedding normalization is fitted (the ``normalization`` config section).
+    """How the embedding normalization is fitted (the ``global.normalization`` section).
 
-    ``pca_dim`` None or 0 = no PCA (L2 only); it is capped at the input dimension. The whitening
+    ``pca_dim`` None = no PCA (L2 only); it is capped at the input dimension. The whitening
     divides by ``sqrt(max(eigenvalue, eigenvalue_floor · largest eigenvalue))``: the floor keeps
     near-empty directions (fewer samples than dimensions, float16 noise) from being blown up.
     """
 
-    pca_dim: int | None = 256
-    whiten: bool = True
-    bank_size: int = 10_000  # transformed training vectors kept for score normalization
-    seed: int = 0  # salt of the id hash that picks the fit sample and the bank
-    max_fit_vectors: int = 100_000  # training vectors the PCA sees at most
-    eigenvalue_floor: float = 1e-5  # relative to the largest eigenvalue
-
-    def __post_init__(self) -> None:
-        if self.pca_dim is not None and self.pca_dim < 0:
-            raise ValueError(f"pca_dim must be >= 0 or null, got {self.pca_dim}")
-        if self.bank_size < 0:
-            raise ValueError(f"bank_size must be >= 0, got {self.bank_size}")
-        if self.max_fit_vectors < 2:
-            raise ValueError(f"max_fit_vectors must be >= 2, got {self.max_fit_vectors}")
-        if not 0 <= self.eigenvalue_floor < 1:
-            raise ValueError(f"eigenvalue_floor must be in [0, 1), got {self.eigenvalue_floor}")
+    pca_dim: int | None
+    whiten: bool
+    bank_size: int  # transformed training vectors kept for score normalization
+    seed: int  # salt of the id hash that picks the fit sample and the bank
+    max_fit_vectors: int  # training vectors the PCA sees at most
+    eigenvalue_floor: float  # relative to the largest eigenvalue
 
     @property
     def uses_pca(self) -> bool:
         return bool(self.pca_dim)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> NormalizationParams:
-        """Build from a config dict; unknown keys are an error."""
-        return from_config(cls, values, "normalization")
 
 
 @dataclass(frozen=True)
@@ -354,42 +339,30 @@ def read_normalization(path: str | os.PathLike) -> Normalization:
 # --- search parameters and device ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@config_params("global.search")
 class GlobalSearchParams:
-    """Parameters of the global search (the ``search`` params of the rule).
+    """Parameters of the global search (the ``global.search`` section).
 
     ``normalize_scores`` off: no bank search, ``global_normalized`` equals the raw similarity.
     ``qe_k`` 0 = no αQE; otherwise each query is expanded with its first-pass top ``qe_k``
     references weighted by ``max(similarity, 0) ** qe_alpha``.
     """
 
-    k: int = 10  # references retrieved per query
-    use_gpu: str = "auto"  # auto: GPU when faiss-gpu sees one; never; always
-    normalization_beta: float = 1.0  # β of similarity − β · mean(top-n bank similarities)
-    normalization_neighbors: int = 10  # n: bank neighbours averaged per query
-    normalize_scores: bool = True  # rank (and report) by the normalized score
-    qe_alpha: float = 3.0  # αQE weight exponent
-    qe_k: int = 0  # αQE neighbours; 0 = off
-    candidates_per_query: int = 10  # rows kept per query (<= k)
+    k: int  # references retrieved per query
+    use_gpu: str  # auto: GPU when faiss-gpu sees one; never; always
+    normalize_scores: bool  # rank (and report) by the normalized score
+    normalization_beta: float  # β of similarity − β · mean(top-n bank similarities)
+    normalization_neighbors: int  # n: bank neighbours averaged per query
+    qe_k: int  # αQE neighbours; 0 = off
+    qe_alpha: float  # αQE weight exponent
+    candidates_per_query: int  # rows kept per query (<= k)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= GPU_MAX_K:
-            raise ValueError(f"k must be in [1, {GPU_MAX_K}], got {self.k}")
-        if not 1 <= self.candidates_per_query <= self.k:
+        # What the schema cannot say: relations to k and to faiss' GPU limit.
+        if self.k > GPU_MAX_K or self.normalization_neighbors > GPU_MAX_K or self.qe_k > GPU_MAX_K:
+            raise ValueError(f"k, normalization_neighbors and qe_k must be <= {GPU_MAX_K}")
+        if self.candidates_per_query > self.k:
             raise ValueError(f"candidates_per_query must be in [1, k={self.k}]")
-        if not 1 <= self.normalization_neighbors <= GPU_MAX_K:
-            raise ValueError(f"normalization_neighbors must be in [1, {GPU_MAX_K}]")
-        if not 0 <= self.qe_k <= GPU_MAX_K:
-            raise ValueError(f"qe_k must be in [0, {GPU_MAX_K}], got {self.qe_k}")
-        if self.qe_alpha < 0:
-            raise ValueError(f"qe_alpha must be >= 0, got {self.qe_alpha}")
-        if self.use_gpu not in _GPU_MODES:
-            raise ValueError(f"use_gpu must be one of {_GPU_MODES}, got {self.use_gpu!r}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> GlobalSearchParams:
-        """Build from a config dict; unknown keys are an error."""
-        return from_config(cls, values, "global search")
 
 
 @dataclass
