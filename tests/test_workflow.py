@@ -163,6 +163,18 @@ def test_changed_verify_parameter_reruns_verify_and_what_follows(
     assert rules == ["all", "evaluate", "fuse", "make_gallery", "verify"]
 
 
+def test_changed_vlad_power_reencodes_without_refitting_the_codebook(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "models": {"vlad": {"power": 0.4}}})
+    rules = {rule for rule, _ in jobs}
+    assert "fit_vlad_codebook" not in rules  # power is applied when encoding
+    assert {"embed_vlad", "fit_normalization", "global_search"} <= rules
+    codebook = plan(root / "run", {**config, "models": {"vlad": {"codebook_size": 32}}})
+    assert ("fit_vlad_codebook", "model=vlad") in codebook
+
+
 def test_changed_candidate_threshold_does_not_rerun_the_search(
     finished_run: tuple[Path, dict],
 ) -> None:
