@@ -137,7 +137,7 @@ def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
 
 def ensure_query_data(args: argparse.Namespace, table: np.ndarray) -> None:
     """Full and tiny query SIFT shards, the query embedding shard and the bank."""
-    from copydetect.global_search import Normalization, write_normalization
+    from copydetect.normalization import Normalization, write_normalization
 
     n, kp = args.query_shard_size, args.keypoints
     if not (args.work / "q_full.h5").exists():

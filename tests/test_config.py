@@ -201,7 +201,7 @@ def test_a_field_the_schema_lacks_stops_the_import() -> None:
 
 
 def test_params_are_checked_by_the_schema_naming_the_key(param_classes: dict) -> None:
-    from copydetect.global_search import NormalizationParams
+    from copydetect.normalization import NormalizationParams
     from copydetect.verify import VerifyParams
 
     with pytest.raises(ConfigError, match=r"global\.normalization\.pca_dim: 0 is less than"):

@@ -15,15 +15,17 @@ from copydetect import global_search
 from copydetect.global_search import (
     CANDIDATE_COLUMNS,
     GlobalSearchParams,
-    Normalization,
-    NormalizationParams,
     alpha_expansion,
     bank_similarity,
     dba_vectors,
-    fit_normalization,
     global_candidates,
     knn_over_shards,
     normalize_similarities,
+)
+from copydetect.normalization import (
+    Normalization,
+    NormalizationParams,
+    fit_normalization,
     read_normalization,
     write_normalization,
 )

@@ -8,12 +8,12 @@ import time
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
-from copydetect.global_search import (  # noqa: E402
+from copydetect.local_search import peak_rss_mib  # noqa: E402
+from copydetect.normalization import (  # noqa: E402
     NormalizationParams,
     fit_normalization,
     write_normalization,
 )
-from copydetect.local_search import peak_rss_mib  # noqa: E402
 
 start = time.perf_counter()
 params = NormalizationParams.from_mapping(snakemake.params.normalization)

@@ -18,13 +18,9 @@ lease_for_rule_job(int(snakemake.resources.get("gpu", 0)), snakemake.params.gpu_
 
 import faiss  # noqa: E402
 
-from copydetect.global_search import (  # noqa: E402
-    GlobalSearchParams,
-    Normalization,
-    global_candidates,
-    read_normalization,
-)
+from copydetect.global_search import GlobalSearchParams, global_candidates  # noqa: E402
 from copydetect.local_search import peak_rss_mib, write_csv  # noqa: E402
+from copydetect.normalization import Normalization, read_normalization  # noqa: E402
 from copydetect.shards import read_embedding_shard  # noqa: E402
 
 start = time.perf_counter()

@@ -9,7 +9,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
-from copydetect.global_search import read_normalization  # noqa: E402
+from copydetect.normalization import read_normalization  # noqa: E402
 from copydetect.shards import read_embedding_shard, write_embedding_shard  # noqa: E402
 
 normalization = read_normalization(snakemake.input.normalization)
