@@ -125,13 +125,7 @@ def config_params(
     label = section or pointer.rsplit("/", 1)[-1]
 
     def wrap(cls: type[T]) -> type[T]:
-        names = list(cls.__dict__.get("__annotations__", {}))
-        expected = set(section_schema(pointer).get("properties", {})) - set(read_elsewhere)
-        if set(names) != expected:
-            raise TypeError(
-                f"{cls.__name__} fields {sorted(names)} differ from the schema's "
-                f"{label} keys {sorted(expected)}"
-            )
+        names = _field_names(cls, pointer, read_elsewhere, label)
         section_defaults = defaults(section) if section is not None else {}
         for name, value in section_defaults.items():
             if name in names:
@@ -146,8 +140,6 @@ def config_params(
             if own_check is not None:
                 own_check(self)
 
-        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
-
         def from_mapping(klass: type[T], values: Mapping[str, Any] | None) -> T:
             values = {k: v for k, v in dict(values or {}).items() if k not in read_elsewhere}
             unknown = sorted(set(values) - set(names))
@@ -155,12 +147,26 @@ def config_params(
                 raise error(f"unknown {label} parameters: {unknown} (known: {sorted(names)})")
             return klass(**values)
 
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
         cls.from_mapping = classmethod(from_mapping)  # type: ignore[attr-defined]
         made = dataclasses.dataclass(frozen=True)(cls)
         REGISTRY[made] = ParamsSpec(section, pointer, read_elsewhere)
         return made
 
     return wrap
+
+
+def _field_names(cls: type, pointer: str, read_elsewhere: tuple[str, ...], label: str) -> list[str]:
+    """The annotated fields of ``cls``; a TypeError at import unless they are exactly the
+    schema's keys of the section less ``read_elsewhere``."""
+    names = list(cls.__dict__.get("__annotations__", {}))
+    expected = set(section_schema(pointer).get("properties", {})) - set(read_elsewhere)
+    if set(names) != expected:
+        raise TypeError(
+            f"{cls.__name__} fields {sorted(names)} differ from the schema's "
+            f"{label} keys {sorted(expected)}"
+        )
+    return names
 
 
 def _default(value: Any) -> Any:
