@@ -169,7 +169,9 @@ class _Searcher:
 def _gpu_wanted(params: LocalSearchParams) -> bool:
     available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if params.use_gpu == "always" and not available:
-        raise RuntimeError("local.use_gpu is 'always' but faiss sees no GPU (faiss-gpu needed)")
+        raise RuntimeError(
+            "local.search.use_gpu is 'always' but faiss sees no GPU (needs faiss-gpu)"
+        )
     return available and params.use_gpu != "never"
 
 
