@@ -1,13 +1,12 @@
 """Rule fit_fusion: a monotone logistic fusion model fitted on a labeled development run.
 
 Inputs: ``pairs`` (that run's pair tables), optionally ``crop_pairs``, and ``ground_truth``
-(``query_id,reference_id``), or ``development``, the folder of rule development_run; output
-``model`` (JSON, read by rule fuse with ``fusion.method: logistic``).
+(``query_id,reference_id``); output ``model`` (JSON, read by rule fuse with
+``fusion.method: logistic``).
 """
 
 import logging
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
@@ -17,31 +16,11 @@ from copydetect.metrics import read_ground_truth  # noqa: E402
 from copydetect.rule_inputs import input_files  # noqa: E402
 from copydetect.verify import read_table  # noqa: E402
 
-
-def development_inputs():
-    """Pair tables, crop pair tables and ground truth: of the development run this workflow
-    made (input ``development``, a folder), or of the finished run the config names."""
-    development = input_files(snakemake.input, "development")
-    if not development:
-        return (
-            input_files(snakemake.input, "pairs"),
-            input_files(snakemake.input, "crop_pairs"),
-            snakemake.input.ground_truth,
-        )
-    run = Path(development[0])
-    verify = run / "results" / "verify"
-    return (
-        sorted(map(str, (verify / "queries").glob("*.pairs.csv"))),
-        sorted(map(str, (verify / "crops_local").glob("*.pairs.csv"))),
-        str(run / "data" / "ground_truth.csv"),
-    )
-
-
 params = FusionParams.from_mapping(snakemake.params.fusion)
-pair_paths, crop_paths, ground_truth = development_inputs()
 pairs = join_pair_tables(
-    [read_table(path) for path in pair_paths], [read_table(path) for path in crop_paths]
+    [read_table(path) for path in input_files(snakemake.input, "pairs")],
+    [read_table(path) for path in input_files(snakemake.input, "crop_pairs")],
 )
-labels = label_pairs(pairs, read_ground_truth(ground_truth))
+labels = label_pairs(pairs, read_ground_truth(snakemake.input.ground_truth))
 model = fit_logistic(pairs, labels, l2=params.l2, rule=params.rule)
 model.to_json(snakemake.output.model)
