@@ -42,7 +42,7 @@ TINY_RUN = {
         "development": {"references": 4, "copy_queries": 4, "distractors": 1},
     },
 }
-SLURM_RUN_TIMEOUT_S = 900
+SLURM_RUN_TIMEOUT_S = 1200  # the development run adds about a dozen submissions
 
 
 def load_profile(name: str) -> dict:
