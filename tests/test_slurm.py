@@ -294,14 +294,21 @@ def test_every_job_ran_as_a_completed_slurm_job(
     local_and_slurm_runs: tuple[Path, SlurmRun, ProfilePlan], slurm_cluster: dict[str, str]
 ) -> None:
     _, run, expected = local_and_slurm_runs
-    assert job_counts(run.log) == expected.jobs, run.log[-4000:]
-    # One submission per ungrouped job; grouped jobs bundled as planned, except that the
-    # development run's jobs, added to the DAG once its checkpoint ran, may be bundled apart.
+    # Every planned job ran, an ungrouped one exactly once. The DAG update after the checkpoint
+    # regroups the group jobs (the development run's join them), and Snakemake 9 may then start
+    # a running group job's members once more ("54 of 52 steps done", as in
+    # snakemake/snakemake#4202): a grouped rule may run more often than planned.
+    ran = job_counts(run.log)
+    grouped = set(load_profile("slurm")["groups"])
+    assert ran.keys() == expected.jobs.keys(), run.log[-4000:]
+    for rule, count in expected.jobs.items():
+        assert ran[rule] == count or (rule in grouped and ran[rule] > count), (rule, ran[rule])
+    # One submission per ungrouped job; group jobs at least as many as planned (the plan
+    # bundles the development run's jobs with the main run's, the run may not).
     submitted = Counter(s.name for s in run.submissions)
     assert submitted.keys() == expected.submissions.keys(), run.log[-4000:]
     for name, count in expected.submissions.items():
-        assert count == submitted[name] or name.startswith("group_"), name
-        assert count <= submitted[name], name
+        assert count == submitted[name] or (name.startswith("group_") and count < submitted[name])
     records = jobcomp_records(Path(slurm_cluster["JobCompLoc"]), run.run_id)
     assert sorted(records) == sorted(s.slurm_id for s in run.submissions)
     for record in records.values():
