@@ -131,6 +131,14 @@ def reference_sift_shards(wildcards):
     return set_shard_files("references", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
 
 
+def verified_mirror_features(wildcards):
+    """The SIFT shard of the mirrored {view} images that verification matches too, or none
+    (verify.try_flip off)."""
+    if not config["verify"]["try_flip"]:
+        return []
+    return f"{RESULTS}/sift/{wildcards.view}_flipped/{wildcards.shard}.h5"
+
+
 def query_pair_tables(wildcards):
     return set_shard_files("queries", f"{RESULTS}/verify/queries/{{shard}}.pairs.csv")
 
@@ -387,6 +395,13 @@ def gallery_reference_images(wildcards):
 
 def gallery_query_features(wildcards):
     return set_shard_files("queries", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+
+
+def gallery_mirrored_query_features(wildcards):
+    """The mirrored queries' SIFT shards the gallery draws mirrored matches from, or none."""
+    if not config["verify"]["try_flip"]:
+        return []
+    return set_shard_files("queries", f"{RESULTS}/sift/queries_flipped/{{shard}}.h5")
 
 
 def gallery_metrics(wildcards):

@@ -30,3 +30,25 @@ rule mirror_query_sift:
         "../envs/cpu.yaml"
     script:
         "../workflow_scripts/mirror_sift.py"
+
+
+rule mirror_sift:
+    """SIFT of the left-right mirrored images of a query view (queries, crops_local), described
+    from the mirrored pixels: what verification and the gallery match with verify.try_flip.
+    """
+    input:
+        shard=f"{RESULTS}/images/{{view}}/{{shard}}.h5",
+    output:
+        features=f"{RESULTS}/sift/{{view}}_flipped/{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/mirror_sift/{{view}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/mirror_sift/{{view}}/{{shard}}.tsv"
+    wildcard_constraints:
+        view="queries|crops_local",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        sift=config["sift"],
+    script:
+        "../workflow_scripts/mirrored_sift_shard.py"

@@ -17,6 +17,7 @@ from copydetect.sift import (
     SiftParams,
     decode_gray,
     extract_sift,
+    flipped_features,
     mirror_features,
     root_sift,
     sift_shard,
@@ -117,6 +118,26 @@ def test_sift_shard_writes_features_and_records_sparse(tmp_path, astronaut: np.n
     with open(tmp_path / "sparse.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows == [["id", "n_keypoints"], ["flat", str(summary.sparse["flat"])]]
+
+
+def test_mirrored_shard_is_sift_of_the_mirrored_pixels(tmp_path) -> None:
+    astronaut = skimage.data.astronaut()
+    records = [ImageRecord("photo", jpeg_bytes(astronaut), (512, 512))]
+    write_image_shard(tmp_path / "images.h5", records)
+    params = SiftParams(max_keypoints=100)
+    sift_shard(tmp_path / "images.h5", tmp_path / "sift.h5", params)
+    sift_shard(tmp_path / "images.h5", tmp_path / "mirrored.h5", params, mirrored=True)
+
+    (stored,) = read_sift_shard(tmp_path / "mirrored.h5")
+    gray = decode_gray(records[0].jpeg)
+    direct = extract_sift(np.ascontiguousarray(gray[:, ::-1]), params, "photo")
+    assert stored.id == "photo" and stored.image_size == direct.image_size
+    np.testing.assert_array_equal(stored.descriptors, direct.descriptors)
+    np.testing.assert_array_equal(stored.keypoints, direct.keypoints)
+    again = flipped_features(gray, params, "photo")
+    np.testing.assert_array_equal(again.keypoints, direct.keypoints)
+    (unmirrored,) = read_sift_shard(tmp_path / "sift.h5")
+    assert not np.array_equal(unmirrored.keypoints, stored.keypoints)
 
 
 def test_empty_shard_and_header_only_sparse_table(tmp_path) -> None:

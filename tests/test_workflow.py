@@ -261,6 +261,7 @@ def test_a_trained_overlay_detector_adds_the_crop_branches(
         ("global_search", "model=vlad, view=crops_global"),
         ("local_search", "view=crops_local"),
         ("local_candidates", "view=crops_local"),
+        ("mirror_sift", "view=crops_local"),  # the crops' mirrors, verified too
         ("verify", "view=crops_local"),
     }
     # The reference side is reused as it is.
@@ -335,5 +336,23 @@ def test_mirrored_queries_are_searched_and_switching_them_off_redoes_no_search(
         "evaluate",
         "fuse",
         "make_gallery",
+        "verify",
+    ]
+
+
+def test_the_mirrored_sift_stage_feeds_verify_and_the_gallery(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", config, "--forcerun", "mirror_sift")
+    assert sorted(w for rule, w in jobs if rule == "mirror_sift") == [
+        f"view=queries, shard=s{i:04d}" for i in range(2)
+    ]
+    assert sorted({rule for rule, _ in jobs}) == [
+        "all",
+        "evaluate",
+        "fuse",
+        "make_gallery",
+        "mirror_sift",
         "verify",
     ]

@@ -15,8 +15,7 @@ from copydetect.gallery import (  # noqa: E402
     write_gallery,
 )
 from copydetect.metrics import read_ground_truth  # noqa: E402
-from copydetect.rule_inputs import optional_file  # noqa: E402
-from copydetect.sift import SiftParams  # noqa: E402
+from copydetect.rule_inputs import input_files, optional_file  # noqa: E402
 from copydetect.verify import VerifyParams  # noqa: E402
 
 # The job's threads are the budget: OpenCV would otherwise start one thread per core.
@@ -30,6 +29,7 @@ inputs = GalleryInputs(
     reference_images=list(snakemake.input.reference_images),
     query_features=list(snakemake.input.query_features),
     reference_features=list(snakemake.input.reference_features),
+    mirrored_query_features=input_files(snakemake.input, "mirrored_query_features"),
     ground_truth=read_ground_truth(ground_truth_path) if ground_truth_path else None,
     metrics=read_metrics(metrics_path) if metrics_path else None,
 )
@@ -38,5 +38,4 @@ write_gallery(
     snakemake.output.gallery,
     GalleryParams.from_mapping(snakemake.params.report),
     VerifyParams.from_mapping(snakemake.params.verify),
-    SiftParams.from_mapping(getattr(snakemake.params, "sift", {})),
 )

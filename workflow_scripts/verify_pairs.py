@@ -9,7 +9,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s
 
 from copydetect.atomic import atomic_path  # noqa: E402
 from copydetect.candidates import merge_candidates  # noqa: E402
-from copydetect.sift import SiftParams  # noqa: E402
+from copydetect.rule_inputs import optional_file  # noqa: E402
 from copydetect.verify import VerifyParams, read_table, verify_candidates  # noqa: E402
 
 # Candidates name their reference shard; a SIFT shard's name is its file stem.
@@ -21,10 +21,9 @@ logging.info("%d candidate pairs from %s", len(candidates), ", ".join(tables))
 pairs = verify_candidates(
     candidates,
     query_sift_path=snakemake.input.query_features,
-    query_image_path=snakemake.input.query_images,
+    mirrored_sift_path=optional_file(snakemake.input, "mirrored_query_features"),
     reference_sift_paths=reference_paths,
     params=VerifyParams.from_mapping(snakemake.params.verify),
-    sift_params=SiftParams.from_mapping(snakemake.params.sift),
     processes=snakemake.threads,
 )
 with atomic_path(snakemake.output.pairs) as tmp:
