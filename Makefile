@@ -9,7 +9,7 @@ OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.tx
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
-# one reinstalled without dependencies (see shared/env-notes.md).
+# one reinstalled without dependencies.
 $(VENV)/.installed: requirements.txt requirements-opencv.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
