@@ -136,7 +136,7 @@ def verified_mirror_features(wildcards):
     (verify.try_flip off)."""
     if not config["verify"]["try_flip"]:
         return []
-    return f"{RESULTS}/sift/{wildcards.view}_flipped/{wildcards.shard}.h5"
+    return f"{RESULTS}/sift/{wildcards.view}_mirrored/{wildcards.shard}.h5"
 
 
 def query_pair_tables(wildcards):
@@ -401,7 +401,7 @@ def gallery_mirrored_query_features(wildcards):
     """The mirrored queries' SIFT shards the gallery draws mirrored matches from, or none."""
     if not config["verify"]["try_flip"]:
         return []
-    return set_shard_files("queries", f"{RESULTS}/sift/queries_flipped/{{shard}}.h5")
+    return set_shard_files("queries", f"{RESULTS}/sift/queries_mirrored/{{shard}}.h5")
 
 
 def gallery_metrics(wildcards):

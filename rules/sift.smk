@@ -17,29 +17,14 @@ rule sift:
         "../workflow_scripts/sift_shard.py"
 
 
-rule mirror_query_sift:
-    """The mirrored queries' SIFT (keypoints flipped, descriptors permuted): what the local
-    search of mirrored copies reads (local.mirrored_queries)."""
-    input:
-        features=f"{RESULTS}/sift/queries/{{shard}}.h5",
-    output:
-        features=f"{RESULTS}/sift/queries_mirrored/{{shard}}.h5",
-    log:
-        f"{RESULTS}/logs/mirror_query_sift/{{shard}}.log",
-    conda:
-        "../envs/cpu.yaml"
-    script:
-        "../workflow_scripts/mirror_sift.py"
-
-
 rule mirror_sift:
     """SIFT of the left-right mirrored images of a query view (queries, crops_local), described
-    from the mirrored pixels: what verification and the gallery match with verify.try_flip.
-    """
+    from the mirrored pixels: what the local search of the mirrored queries
+    (local.mirrored_queries), verification and the gallery (verify.try_flip) read."""
     input:
         shard=f"{RESULTS}/images/{{view}}/{{shard}}.h5",
     output:
-        features=f"{RESULTS}/sift/{{view}}_flipped/{{shard}}.h5",
+        features=f"{RESULTS}/sift/{{view}}_mirrored/{{shard}}.h5",
     log:
         f"{RESULTS}/logs/mirror_sift/{{view}}/{{shard}}.log",
     benchmark:
@@ -51,4 +36,4 @@ rule mirror_sift:
     params:
         sift=config["sift"],
     script:
-        "../workflow_scripts/mirrored_sift_shard.py"
+        "../workflow_scripts/mirror_sift.py"

@@ -1,6 +1,6 @@
-"""Rule mirror_query_sift: the SIFT shard of the left-right mirrored queries, derived from the
-queries' own SIFT shard (a keypoint flip and a descriptor permutation, no new detection), so the
-local search can vote for references that a query copies mirrored."""
+"""Rule mirror_sift: SIFT of the left-right mirrored images of one query shard, described from
+the mirrored pixels (what the local search of the mirrored queries, verification and the gallery
+read)."""
 
 import logging
 import sys
@@ -8,9 +8,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
-from copydetect.shards import read_sift_shard, write_sift_shard  # noqa: E402
-from copydetect.sift import mirror_features  # noqa: E402
+from copydetect.sift import SiftParams, sift_shard  # noqa: E402
 
-features = [mirror_features(f) for f in read_sift_shard(snakemake.input.features)]
-write_sift_shard(snakemake.output.features, features)
-logging.info("%d mirrored queries", len(features))
+params = SiftParams.from_mapping(snakemake.params.sift)
+sift_shard(snakemake.input.shard, snakemake.output.features, params, mirrored=True)

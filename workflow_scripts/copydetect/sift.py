@@ -158,30 +158,6 @@ def extract_sift(
     return SiftFeatures(image_id, geometry[order], root_sift(desc[order]), (w, h))
 
 
-# A SIFT descriptor is 4 × 4 cells (rows follow the keypoint's frame y axis) × 8 orientation
-# bins measured from the keypoint's angle. Mirroring the image left-right reverses angles
-# relative to the keypoint (bin k -> -k) and turns the frame's y axis over (rows reversed).
-_MIRRORED_BINS = (-np.arange(8)) % 8
-
-
-def mirror_descriptors(descriptors: np.ndarray) -> np.ndarray:
-    """Descriptors of the same patches in the left-right mirrored image (a permutation)."""
-    cells = descriptors.reshape(-1, 4, 4, 8)[:, ::-1, :, :][..., _MIRRORED_BINS]
-    return np.ascontiguousarray(cells).reshape(-1, 128)
-
-
-def mirror_features(features: SiftFeatures) -> SiftFeatures:
-    """SIFT features of the left-right mirrored image, from the original's without a new
-    detection: x -> w - 1 - x, angle -> 180° - angle, descriptors permuted. On a photograph
-    about 93 % of them are the nearest neighbour of the descriptor OpenCV computes at that
-    keypoint of the mirrored image (tests/test_sift.py), enough to vote for a mirrored copy."""
-    keypoints = features.keypoints.copy()
-    keypoints[:, 0] = features.image_size[0] - 1 - keypoints[:, 0]
-    keypoints[:, 3] = (180.0 - keypoints[:, 3]) % 360.0
-    descriptors = mirror_descriptors(features.descriptors)
-    return SiftFeatures(features.id, keypoints, descriptors, features.image_size)
-
-
 def flipped_features(
     image: np.ndarray,
     params: SiftParams,
