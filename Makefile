@@ -9,7 +9,7 @@ OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.tx
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
-# one reinstalled without dependencies (see shared/env-notes.md). Last, the copydetect package
+# one reinstalled without dependencies. Last, the copydetect package
 # (pyproject.toml), editable: a regular install would copy the code into the venv, and the rules
 # and scripts would go on importing that copy after every edit until the next reinstall.
 $(VENV)/.installed: requirements.txt requirements-opencv.txt pyproject.toml

@@ -100,7 +100,7 @@ def dihedral(desc: np.ndarray, transform: int) -> np.ndarray:
     ``transform >= 4`` (OpenCV layout: 4×4 cells, row-major, × 8 orientation bins)."""
     grid = desc.reshape(-1, 4, 4, 8)
     if transform >= 4:  # mirror: relative angles reversed, the frame's y axis turned over
-        grid = grid[:, ::-1, :, :][..., (-np.arange(8)) % 8]  # = copydetect.sift.mirror_descriptors
+        grid = grid[:, ::-1, :, :][..., (-np.arange(8)) % 8]
     turns = transform % 4
     grid = np.rot90(grid, turns, axes=(1, 2))
     grid = np.roll(grid, 2 * turns, axis=3)

@@ -1,6 +1,6 @@
 """Search and verify jobs at 10k vs 100k references: peak memory and time per job.
 
-The claim under test (design.md, "Bounded memory"): a job's peak memory depends on its shard
+The claim under test (bounded memory): a job's peak memory depends on its shard
 sizes, never on the size of the reference set R. Each measured job is the real rule script
 (``workflow_scripts/*.py`` through ``tests/script_runner.py``) in a subprocess of its own with the
 default config's parameters; its peak RSS is the child's VmHWM.

@@ -192,7 +192,7 @@ def bench_sift(shards, files, params: SiftParams, rounds: int) -> tuple[Throughp
 
 
 def make_queries(n_queries: int, n_images: int) -> tuple[Path, Path]:
-    """Edited copies of reference images; image shard and SIFT shard paths."""
+    """Edited copies of reference images; their SIFT shard and their mirrors' SIFT shard."""
     rng = np.random.default_rng(1)
     photos = load_photos()
     records = []
@@ -202,9 +202,11 @@ def make_queries(n_queries: int, n_images: int) -> tuple[Path, Path]:
             rgb = np.ascontiguousarray(rgb[:, ::-1])  # a quarter are mirrored copies
         records.append(ImageRecord(f"Q{q:04d}", jpeg_bytes(rgb), (0, 0)))
     images, features = WORK / "queries" / "images.h5", WORK / "queries" / "sift.h5"
+    mirrored = WORK / "queries" / "sift_mirrored.h5"
     write_image_shard(images, records)
     sift_shard(images, features, SiftParams())
-    return images, features
+    sift_shard(images, mirrored, SiftParams(), mirrored=True)
+    return features, mirrored
 
 
 def candidates(n_queries: int, per_query: int, n_images: int, n_shards: int) -> pd.DataFrame:
@@ -218,7 +220,7 @@ def candidates(n_queries: int, per_query: int, n_images: int, n_shards: int) -> 
 
 def bench_verify(n_shards: int, n_images: int, processes: int, rounds: int) -> dict[str, float]:
     """Median verified pairs/s, with and without the flip path."""
-    images, features = make_queries(50, n_images)
+    features, mirrored = make_queries(50, n_images)
     table = candidates(50, 10, n_images, n_shards)
     refs = {f"s{s:04d}": WORK / "sift" / f"s{s:04d}.h5" for s in range(n_shards)}
     speeds = {}
@@ -227,7 +229,7 @@ def bench_verify(n_shards: int, n_images: int, processes: int, rounds: int) -> d
         for _ in range(rounds):
             start = time.perf_counter()
             verify_candidates(
-                table, features, images, refs, VerifyParams(try_flip=flip), SiftParams(), processes
+                table, features, mirrored, refs, VerifyParams(try_flip=flip), processes
             )
             runs.append(len(table) / (time.perf_counter() - start))
         speeds[f"flip={flip}"] = statistics.median(runs)

@@ -173,6 +173,14 @@ def reference_sift_shards(wildcards):
     )
 
 
+def verified_mirror_features(wildcards):
+    """The SIFT shard of the mirrored {view} images that verification matches too, or none
+    (verify.try_flip off)."""
+    if not config["verify"]["try_flip"]:
+        return []
+    return f"{wildcards.run}/sift/{wildcards.view}_mirrored/{wildcards.shard}.h5"
+
+
 def pair_tables(run, view):
     """A run's pair tables of ``view``: the full queries, or the local crops (their own SIFT
     matches) when the crop-local branch runs."""
@@ -419,6 +427,13 @@ def gallery_reference_images(wildcards):
 
 def gallery_query_features(wildcards):
     return set_shard_files(RESULTS, "queries", "{run}/sift/{set}/{shard}.h5")
+
+
+def gallery_mirrored_query_features(wildcards):
+    """The mirrored queries' SIFT shards the gallery draws mirrored matches from, or none."""
+    if not config["verify"]["try_flip"]:
+        return []
+    return set_shard_files(RESULTS, "queries", "{run}/sift/queries_mirrored/{shard}.h5")
 
 
 def gallery_metrics(wildcards):

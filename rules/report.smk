@@ -12,6 +12,7 @@ rule make_gallery:
         reference_images=gallery_reference_images,
         query_features=gallery_query_features,
         reference_features=reference_sift_shards,
+        mirrored_query_features=gallery_mirrored_query_features,
         ground_truth=config["ground_truth"] or [],
         metrics=gallery_metrics,
     output:
@@ -29,6 +30,5 @@ rule make_gallery:
     params:
         report=config["report"],
         verify=config["verify"],
-        sift=config["sift"],
     script:
         "../workflow_scripts/make_gallery.py"

@@ -17,16 +17,23 @@ rule sift:
         "../workflow_scripts/sift_shard.py"
 
 
-rule mirror_query_sift:
-    """The mirrored queries' SIFT (keypoints flipped, descriptors permuted): what the local
-    search of mirrored copies reads (local.mirrored_queries)."""
+rule mirror_sift:
+    """SIFT of the left-right mirrored images of a query view (queries, crops_local), described
+    from the mirrored pixels: what the local search of the mirrored queries
+    (local.mirrored_queries), verification and the gallery (verify.try_flip) read."""
     input:
-        features=f"{RUN}/sift/queries/{{shard}}.h5",
+        shard=f"{RUN}/images/{{view}}/{{shard}}.h5",
     output:
-        features=f"{RUN}/sift/queries_mirrored/{{shard}}.h5",
+        features=f"{RUN}/sift/{{view}}_mirrored/{{shard}}.h5",
     log:
-        f"{RUN}/logs/mirror_query_sift/{{shard}}.log",
+        f"{RUN}/logs/mirror_sift/{{view}}/{{shard}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/mirror_sift/{{view}}/{{shard}}.tsv"
+    wildcard_constraints:
+        view="queries|crops_local",
     conda:
         "../envs/cpu.yaml"
+    params:
+        sift=config["sift"],
     script:
         "../workflow_scripts/mirror_sift.py"

@@ -1,10 +1,11 @@
 rule verify:
     """Ratio-test matching + RANSAC for every candidate pair of one query shard, with the full
-    queries' features (view queries) or the local crops' (view crops_local)."""
+    queries' features (view queries) or the local crops' (view crops_local), and those of their
+    mirror images (verify.try_flip)."""
     input:
         candidates=query_candidate_tables,
         query_features=f"{RUN}/sift/{{view}}/{{shard}}.h5",
-        query_images=f"{RUN}/images/{{view}}/{{shard}}.h5",
+        mirrored_query_features=verified_mirror_features,
         reference_features=reference_sift_shards,
     output:
         pairs=f"{RUN}/verify/{{view}}/{{shard}}.pairs.csv",
@@ -20,6 +21,5 @@ rule verify:
     params:
         branches=candidate_branches,
         verify=config["verify"],
-        sift=config["sift"],
     script:
         "../workflow_scripts/verify_pairs.py"

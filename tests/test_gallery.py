@@ -73,15 +73,18 @@ TRUTH = [
 EXPECTED_ROWS = {"top": 6, "wrong": 3, "missed": 2}
 
 
-def write_shards(directory: Path, name: str, images: dict[str, np.ndarray]) -> tuple[str, str]:
-    """An image shard and its SIFT shard, made by the workflow's own code."""
+def write_shards(directory: Path, name: str, images: dict[str, np.ndarray]) -> tuple[str, str, str]:
+    """An image shard, its SIFT shard and its mirrored SIFT shard, made by the workflow's own
+    code."""
     image_path, sift_path = directory / f"{name}.h5", directory / f"{name}.sift.h5"
+    mirrored_path = directory / f"{name}.mirrored.sift.h5"
     records = [
         ImageRecord(i, jpeg_bytes(rgb), (rgb.shape[1], rgb.shape[0])) for i, rgb in images.items()
     ]
     write_image_shard(image_path, records)
     sift_shard(image_path, sift_path, SIFT)
-    return str(image_path), str(sift_path)
+    sift_shard(image_path, mirrored_path, SIFT, mirrored=True)
+    return str(image_path), str(sift_path), str(mirrored_path)
 
 
 def write_csv(path: Path, header: list[str], rows: list) -> str:
@@ -160,6 +163,7 @@ def data(tmp_path_factory, photos) -> SimpleNamespace:
         dir=d,
         query_images=[q1[0], q2[0]],
         query_features=[q1[1], q2[1]],
+        mirrored_query_features=[q1[2], q2[2]],
         reference_images=[r1[0], r2[0]],
         reference_features=[r1[1], r2[1]],
         predictions=write_csv(
@@ -180,6 +184,7 @@ def gallery_inputs(data: SimpleNamespace, truth: bool = True, metrics=None) -> G
         reference_images=data.reference_images,
         query_features=data.query_features,
         reference_features=data.reference_features,
+        mirrored_query_features=data.mirrored_query_features,
         ground_truth=read_ground_truth(data.ground_truth) if truth else None,
         metrics=data.metrics_dict if metrics is None else metrics,
     )
@@ -234,7 +239,7 @@ def decode_uri(uri: str) -> np.ndarray:
 def gallery(data) -> SimpleNamespace:
     """The gallery with ground truth and metrics, written once for the tests that read it."""
     path = data.dir / "report" / "gallery.html"
-    counts = write_gallery(gallery_inputs(data), path, GalleryParams(), VERIFY, SIFT)
+    counts = write_gallery(gallery_inputs(data), path, GalleryParams(), VERIFY)
     text = path.read_text(encoding="utf-8")
     return SimpleNamespace(path=path, text=text, dom=GalleryDom(text), counts=counts)
 
@@ -304,9 +309,7 @@ def test_sections_and_row_counts_with_ground_truth(gallery) -> None:
 def test_without_ground_truth_only_top_matches(data, tmp_path) -> None:
     path = tmp_path / "gallery.html"
     params = GalleryParams(gallery_rows=4)
-    counts = write_gallery(
-        gallery_inputs(data, truth=False, metrics={}), path, params, VERIFY, SIFT
-    )
+    counts = write_gallery(gallery_inputs(data, truth=False, metrics={}), path, params, VERIFY)
     dom = GalleryDom(path.read_text(encoding="utf-8"))
     assert counts == dom.counts() == {"top": 4}
     assert 'id="wrong"' not in dom.text and 'id="missed"' not in dom.text
@@ -317,7 +320,7 @@ def test_no_predictions_gives_empty_sections(data, tmp_path) -> None:
     empty = write_csv(tmp_path / "empty.csv", ["query_id", "reference_id", "score"], [])
     inputs = dataclasses.replace(gallery_inputs(data), predictions=empty)
     path = tmp_path / "gallery.html"
-    counts = write_gallery(inputs, path, GalleryParams(), VERIFY, SIFT)
+    counts = write_gallery(inputs, path, GalleryParams(), VERIFY)
     dom = GalleryDom(path.read_text(encoding="utf-8"))
     # Nothing predicted: every true copy is missed (the distractor has none).
     assert counts == dom.counts() == {"top": 0, "wrong": 0, "missed": 4}
@@ -384,7 +387,7 @@ def test_missing_images_are_placeholders(data, gallery) -> None:
         c.endswith("query image missing; reference image missing") for c in gallery.dom.captions
     )
     params = GalleryParams()
-    renderer = PairRenderer(gallery_inputs(data), [("Q_missing", "R_gone")], params, VERIFY, SIFT)
+    renderer = PairRenderer(gallery_inputs(data), [("Q_missing", "R_gone")], params, VERIFY)
     composite = renderer.render(("Q_missing", "R_gone"))
     assert composite.query_missing and composite.reference_missing and composite.lines == 0
     image = decode_uri(composite.uri).astype(float)
@@ -396,7 +399,7 @@ def test_missing_images_are_placeholders(data, gallery) -> None:
 def test_inlier_lines_are_drawn_on_a_real_match(data) -> None:
     params = GalleryParams()
     pairs = [("Q_copy", "R_astronaut"), ("Q_flip", "R_coffee"), ("Q_distractor", "R_astronaut")]
-    renderer = PairRenderer(gallery_inputs(data), pairs, params, VERIFY, SIFT)
+    renderer = PairRenderer(gallery_inputs(data), pairs, params, VERIFY)
     copy, flip, distractor = (renderer.render(p) for p in pairs)
     assert copy.lines >= 20 and not copy.flipped
     assert flip.lines >= 20 and flip.flipped
@@ -410,6 +413,12 @@ def test_inlier_lines_are_drawn_on_a_real_match(data) -> None:
     assert changed > 0.01, f"only {changed:.4f} of the pixels changed"
     # ... and lines only go between the two halves: the gap column is crossed by them.
     assert (np.abs(drawn[:, query.width + 3] - 255).max(axis=1) > 60).sum() >= 5
+
+
+def test_mirrored_matches_come_from_the_mirrored_shard(data) -> None:
+    pair = ("Q_flip", "R_coffee")
+    without = dataclasses.replace(gallery_inputs(data), mirrored_query_features=[])
+    assert not PairRenderer(without, [pair], GalleryParams(), VERIFY).render(pair).flipped
 
 
 # --- The rule script ----------------------------------------------------------------------------
@@ -428,14 +437,13 @@ def test_script_writes_gallery_with_and_without_optional_inputs(data, tmp_path) 
                     reference_images=data.reference_images,
                     query_features=data.query_features,
                     reference_features=data.reference_features,
+                    mirrored_query_features=data.mirrored_query_features,
                     ground_truth=[data.ground_truth] if with_truth else [],
                     metrics=[data.metrics] if with_truth else [],
                 ),
                 output=SimpleNamespace(gallery=str(out)),
                 log=[str(tmp_path / "make_gallery.log")],
-                params=SimpleNamespace(
-                    report={"gallery_rows": 2}, verify={"ratio": 0.8}, sift={"max_keypoints": 1000}
-                ),
+                params=SimpleNamespace(report={"gallery_rows": 2}, verify={"ratio": 0.8}),
             ),
         )
         expected = {"top": 2, "wrong": 2, "missed": 2} if with_truth else {"top": 2}

@@ -12,12 +12,11 @@ import skimage.data
 from image_helpers import edited_copy, jpeg_bytes
 
 from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
-from copydetect.sift import SiftParams, extract_sift, sift_shard
+from copydetect.sift import SiftParams, extract_sift, flipped_features, sift_shard
 from copydetect.tables import read_table
 from copydetect.verify import (
     VerifyParams,
     fit_geometry,
-    flipped_features,
     ratio_test_matches,
     verify_candidates,
     verify_pair,
@@ -153,6 +152,7 @@ def shards(tmp_path_factory, photos) -> dict:
         records = [ImageRecord(i, jpeg_bytes(rgb), rgb.shape[1::-1]) for i, rgb in images.items()]
         write_image_shard(root / f"images_{name}.h5", records)
         sift_shard(root / f"images_{name}.h5", root / f"{name}.h5", SIFT)
+    sift_shard(root / "images_queries.h5", root / "queries_mirrored.h5", SIFT, mirrored=True)
     return {"root": root, "references": {s: root / f"{s}.h5" for s in ("s0000", "s0001")}}
 
 
@@ -171,7 +171,7 @@ def candidate_table() -> pd.DataFrame:
 
 def test_verify_candidates_is_independent_of_processes(shards) -> None:
     root = shards["root"]
-    args = (root / "queries.h5", root / "images_queries.h5", shards["references"], VERIFY, SIFT)
+    args = (root / "queries.h5", root / "queries_mirrored.h5", shards["references"], VERIFY)
     one = verify_candidates(candidate_table(), *args, processes=1)
     threads = cv2.getNumThreads()
     try:
@@ -200,13 +200,20 @@ def test_verify_candidates_round_trips_through_csv(shards, tmp_path) -> None:
     pairs = verify_candidates(
         candidate_table().head(3),
         root / "queries.h5",
-        root / "images_queries.h5",
+        None,  # no mirrored shard: not read without try_flip
         shards["references"],
         VerifyParams(try_flip=False),
-        SIFT,
     )
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     pd.testing.assert_frame_equal(read_table(tmp_path / "pairs.csv"), pairs)
+
+
+def test_verify_candidates_needs_the_mirrored_shard_to_try_flips(shards) -> None:
+    root = shards["root"]
+    with pytest.raises(ValueError, match="mirrored"):
+        verify_candidates(
+            candidate_table(), root / "queries.h5", None, shards["references"], VERIFY
+        )
 
 
 def test_read_table_keeps_ids_as_text(tmp_path) -> None:

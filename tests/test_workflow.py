@@ -294,6 +294,7 @@ def test_a_trained_overlay_detector_adds_the_crop_branches(
         ("global_search", "model=vlad, view=crops_global"),
         ("local_search", "view=crops_local"),
         ("local_candidates", "view=crops_local"),
+        ("mirror_sift", "view=crops_local"),  # the crops' mirrors, verified too
         ("verify", "view=crops_local"),
     }
     # The reference side is reused as it is.
@@ -370,3 +371,40 @@ def test_mirrored_queries_are_searched_and_switching_them_off_redoes_no_search(
         "make_gallery",
         "verify",
     ]
+
+
+def test_the_mirrored_sift_stage_feeds_search_verify_and_the_gallery(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", config, "--forcerun", "mirror_sift")
+    query_shards = [f"s{i:04d}" for i in range(2)]
+    assert sorted(w for rule, w in jobs if rule == "mirror_sift") == [
+        f"view=queries, shard={q}" for q in query_shards
+    ]
+    assert sorted(w for rule, w in jobs if rule == "local_candidates") == [
+        f"view=queries_mirrored, shard={q}" for q in query_shards
+    ]
+    assert sorted({rule for rule, _ in jobs}) == [
+        "all",
+        "evaluate",
+        "fuse",
+        "local_candidates",
+        "local_search",
+        "make_gallery",
+        "mirror_sift",
+        "verify",
+    ]
+
+
+def test_no_mirror_stage_without_mirrored_search_and_flips(
+    finished_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    _, config = finished_run
+    local = {**config["local"], "mirrored_queries": False}
+    flips_only = plan(tmp_path / "flips", {**config, "local": local})
+    assert ("mirror_sift", "view=queries, shard=s0000") in flips_only
+    assert not [job for job in flips_only if "queries_mirrored" in job[1]]
+    neither = plan(tmp_path / "none", {**config, "local": local, "verify": {"try_flip": False}})
+    assert "verify" in {rule for rule, _ in neither}
+    assert "mirror_sift" not in {rule for rule, _ in neither}

@@ -13,8 +13,7 @@ def main() -> None:
         write_gallery,
     )
     from copydetect.metrics import read_ground_truth
-    from copydetect.rule_inputs import optional_file
-    from copydetect.sift import SiftParams
+    from copydetect.rule_inputs import input_files, optional_file
     from copydetect.verify import VerifyParams
 
     # The job's threads are the budget: OpenCV would otherwise start one thread per core.
@@ -28,6 +27,7 @@ def main() -> None:
         reference_images=list(snakemake.input.reference_images),
         query_features=list(snakemake.input.query_features),
         reference_features=list(snakemake.input.reference_features),
+        mirrored_query_features=input_files(snakemake.input, "mirrored_query_features"),
         ground_truth=read_ground_truth(ground_truth_path) if ground_truth_path else None,
         metrics=read_metrics(metrics_path) if metrics_path else None,
     )
@@ -36,7 +36,6 @@ def main() -> None:
         snakemake.output.gallery,
         GalleryParams.from_mapping(snakemake.params.report),
         VerifyParams.from_mapping(snakemake.params.verify),
-        SiftParams.from_mapping(snakemake.params.sift),
     )
 
 

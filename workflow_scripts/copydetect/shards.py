@@ -1,4 +1,4 @@
-"""HDF5 shard formats shared by every stage (see ``shared/design.md``, "Files").
+"""HDF5 shard formats shared by every stage.
 
 Image shard: ``ids`` (utf-8), ``jpeg`` (vlen uint8), ``orig_size`` (int32 [n, 2] = width, height).
 SIFT shard: ``ids``, ``offsets`` (int64 [n+1]), ``keypoints`` (float32 [m, 4] = x, y, size,

@@ -145,52 +145,45 @@ def extract_sift(
     return SiftFeatures(image_id, geometry[order], root_sift(desc[order]), (w, h))
 
 
-# A SIFT descriptor is 4 × 4 cells (rows follow the keypoint's frame y axis) × 8 orientation
-# bins measured from the keypoint's angle. Mirroring the image left-right reverses angles
-# relative to the keypoint (bin k -> -k) and turns the frame's y axis over (rows reversed).
-_MIRRORED_BINS = (-np.arange(8)) % 8
-
-
-def mirror_descriptors(descriptors: np.ndarray) -> np.ndarray:
-    """Descriptors of the same patches in the left-right mirrored image (a permutation)."""
-    cells = descriptors.reshape(-1, 4, 4, 8)[:, ::-1, :, :][..., _MIRRORED_BINS]
-    return np.ascontiguousarray(cells).reshape(-1, 128)
-
-
-def mirror_features(features: SiftFeatures) -> SiftFeatures:
-    """SIFT features of the left-right mirrored image, from the original's without a new
-    detection: x -> w - 1 - x, angle -> 180° - angle, descriptors permuted. On a photograph
-    about 93 % of them are the nearest neighbour of the descriptor OpenCV computes at that
-    keypoint of the mirrored image (tests/test_sift.py), enough to vote for a mirrored copy."""
-    keypoints = features.keypoints.copy()
-    keypoints[:, 0] = features.image_size[0] - 1 - keypoints[:, 0]
-    keypoints[:, 3] = (180.0 - keypoints[:, 3]) % 360.0
-    descriptors = mirror_descriptors(features.descriptors)
-    return SiftFeatures(features.id, keypoints, descriptors, features.image_size)
+def flipped_features(
+    image: np.ndarray,
+    params: SiftParams,
+    image_id: str = "",
+    detector: cv2.SIFT | None = None,
+) -> SiftFeatures:
+    """SIFT of the left-right mirrored image (RGB or gray), described from the mirrored pixels:
+    a real SIFT run, as a mirrored copy of the image would get."""
+    return extract_sift(np.ascontiguousarray(image[:, ::-1]), params, image_id, detector)
 
 
 def sift_shard(
-    image_shard_path: str | os.PathLike, out_path: str | os.PathLike, params: SiftParams
+    image_shard_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    params: SiftParams,
+    mirrored: bool = False,
 ) -> SiftSummary:
-    """Extract SIFT for every image of an image shard and write the SIFT shard atomically.
+    """Extract SIFT for every image of an image shard (of its left-right mirror when
+    ``mirrored``) and write the SIFT shard atomically.
 
     Memory is bounded by one decoded image plus the shard's features (≤ ``max_keypoints``
     × 144 bytes per image).
     """
     cv2.setNumThreads(1)  # one job per shard is the parallelism; threads would oversubscribe
     detector = make_detector(params)
+    describe = flipped_features if mirrored else extract_sift
     features: list[SiftFeatures] = []
     summary = SiftSummary()
     for record in iter_image_records(image_shard_path):
-        feats = extract_sift(decode_gray(record.jpeg), params, record.id, detector)
+        feats = describe(decode_gray(record.jpeg), params, record.id, detector)
         features.append(feats)
         summary.n_images += 1
         if len(feats.keypoints) < params.min_keypoints:
             summary.sparse[record.id] = len(feats.keypoints)
     write_sift_shard(out_path, features)
     logger.info(
-        "%s: %d images, %d keypoints, %d sparse (< %d keypoints)",
+        "%s%s: %d images, %d keypoints, %d sparse (< %d keypoints)",
         image_shard_path,
+        " mirrored" if mirrored else "",
         summary.n_images,
         sum(len(f.keypoints) for f in features),
         summary.n_sparse,

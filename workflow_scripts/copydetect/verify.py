@@ -12,7 +12,7 @@ Two known weaknesses of the ISC2021 image-fingerprint matcher are fixed here:
   effective inlier count is the number of *distinct* positions among the inliers, on both sides
   (the smaller of the two). Fits whose scale is implausible are rejected outright.
 * Flips: SIFT descriptors are not mirror-invariant, so a mirrored copy yields almost no
-  matches. The mirrored query is described again (from its stored image) and verified too.
+  matches. The mirrored query's SIFT (rule ``mirror_sift``'s shard) is verified too.
 
 RANSAC is seeded before each fit so the evidence is reproducible.
 """
@@ -32,8 +32,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.params import config_params
-from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
-from copydetect.sift import SiftParams, decode_gray, extract_sift
+from copydetect.shards import SiftFeatures, read_sift_rows
 from copydetect.tables import ID_COLUMNS
 from copydetect.threads import single_thread
 
@@ -246,18 +245,6 @@ def verify_pair(
     return evidence
 
 
-def flipped_features(
-    image: np.ndarray, sift_params: SiftParams, image_id: str = ""
-) -> SiftFeatures:
-    """SIFT of the horizontally mirrored image (RGB or gray).
-
-    A descriptor permutation (copydetect.sift.mirror_features) reproduces about 93 % of the
-    mirror's descriptors, enough for the local search's votes; verification describes the
-    mirror from its pixels so that its inlier counts are those of a real SIFT run.
-    """
-    return extract_sift(np.ascontiguousarray(image[:, ::-1]), sift_params, image_id)
-
-
 # --- Candidate tables: loading only what is verified, verifying in worker processes ---------
 
 
@@ -266,10 +253,9 @@ class _Inputs:
     """Everything the workers read; set before forking so they share it copy-on-write."""
 
     queries: dict[str, SiftFeatures]
-    jpegs: dict[str, bytes]
+    mirrored: dict[str, SiftFeatures]  # the mirrored queries' (empty without try_flip)
     references: dict[tuple[str, str], SiftFeatures]  # (shard, id) -> features
     params: VerifyParams
-    sift_params: SiftParams
 
 
 _INPUTS: _Inputs | None = None
@@ -281,15 +267,12 @@ def _init_worker() -> None:
 
 
 def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[tuple[int, dict]]:
-    """Verify every candidate of one query (its mirrored features are computed once)."""
+    """Verify every candidate of one query (and of its mirror, with ``try_flip``)."""
     query_id, items = task
     inputs = _INPUTS
     assert inputs is not None, "verify worker started without inputs"
     query = inputs.queries[query_id]
-    mirrored = None
-    if inputs.params.try_flip:
-        gray = decode_gray(inputs.jpegs[query_id])
-        mirrored = flipped_features(gray, inputs.sift_params, query_id)
+    mirrored = inputs.mirrored.get(query_id)
     return [
         (row, asdict(verify_pair(query, inputs.references[key], inputs.params, mirrored)))
         for row, key in items
@@ -299,13 +282,16 @@ def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[t
 def _load_inputs(
     candidates: pd.DataFrame,
     query_sift_path: str | os.PathLike,
-    query_image_path: str | os.PathLike,
+    mirrored_sift_path: str | os.PathLike | None,
     reference_sift_paths: Mapping[str, str | os.PathLike],
     params: VerifyParams,
-    sift_params: SiftParams,
 ) -> _Inputs:
     query_ids = sorted(set(candidates["query_id"]))
-    jpegs = read_jpegs(query_image_path, query_ids) if params.try_flip else {}
+    mirrored: dict[str, SiftFeatures] = {}
+    if params.try_flip:
+        if mirrored_sift_path is None:
+            raise ValueError("verify.try_flip needs the mirrored queries' SIFT shard")
+        mirrored = read_sift_rows(mirrored_sift_path, query_ids)
     references: dict[tuple[str, str], SiftFeatures] = {}
     for shard, group in candidates.groupby("reference_shard", sort=True):
         if shard not in reference_sift_paths:
@@ -313,7 +299,7 @@ def _load_inputs(
         rows = read_sift_rows(reference_sift_paths[shard], list(group["reference_id"]))
         references.update({(shard, ref_id): feats for ref_id, feats in rows.items()})
     queries = read_sift_rows(query_sift_path, query_ids)
-    return _Inputs(queries, jpegs, references, params, sift_params)
+    return _Inputs(queries, mirrored, references, params)
 
 
 def _tasks(candidates: pd.DataFrame) -> list[tuple[str, list[tuple[int, tuple[str, str]]]]]:
@@ -328,17 +314,17 @@ def _tasks(candidates: pd.DataFrame) -> list[tuple[str, list[tuple[int, tuple[st
 def verify_candidates(
     candidates: pd.DataFrame,
     query_sift_path: str | os.PathLike,
-    query_image_path: str | os.PathLike,
+    mirrored_sift_path: str | os.PathLike | None,
     reference_sift_paths: Mapping[str, str | os.PathLike],
     params: VerifyParams,
-    sift_params: SiftParams,
     processes: int = 1,
 ) -> pd.DataFrame:
     """Verify every candidate pair; return the candidate rows with the evidence columns.
 
     ``candidates`` needs ``query_id``, ``reference_id`` and ``reference_shard`` (a key of
-    ``reference_sift_paths``); other columns pass through. Rows come back sorted by
-    (query_id, reference_id), ties in input order, and the result does not depend on
+    ``reference_sift_paths``); other columns pass through. ``mirrored_sift_path`` is the SIFT
+    shard of the mirrored queries (needed with ``try_flip``, unused without). Rows come back
+    sorted by (query_id, reference_id), ties in input order, and the result does not depend on
     ``processes``: each pair's evidence is a pure function of its inputs.
     """
     global _INPUTS
@@ -347,9 +333,7 @@ def verify_candidates(
     table = table.drop(columns=[c for c in EVIDENCE_COLUMNS if c in table.columns])
     if table.empty:
         return table.reindex(columns=[*table.columns, *EVIDENCE_COLUMNS])
-    _INPUTS = _load_inputs(
-        table, query_sift_path, query_image_path, reference_sift_paths, params, sift_params
-    )
+    _INPUTS = _load_inputs(table, query_sift_path, mirrored_sift_path, reference_sift_paths, params)
     tasks = _tasks(table)
     processes = max(1, min(processes, len(tasks)))
     try:
