@@ -16,7 +16,7 @@ from copydetect.inputs import (  # noqa: E402
     ImageSetError,
     assign_shards,
     group_shards,
-    list_image_set,
+    scan_image_set,
     shard_count,
 )
 
@@ -34,8 +34,9 @@ wildcard_constraints:
 
 
 @cache
-def image_shards(set_name):
-    """Shard name -> ImageEntry list of one image set, listed once per run."""
+def image_listing(set_name):
+    """The images of one image set and the files under it that listing turned away, listed
+    once per run."""
     source = config[set_name]
     if not source:
         raise WorkflowError(
@@ -44,13 +45,28 @@ def image_shards(set_name):
         )
     try:
         stat = config["sharding"]["change_detection"] == "stat"
-        entries = list_image_set(source, set_name, fingerprint=stat)
+        return scan_image_set(source, set_name, fingerprint=stat)
     except ImageSetError as error:
         raise WorkflowError(str(error)) from None
+
+
+@cache
+def image_shards(set_name):
+    """Shard name -> ImageEntry list of one image set."""
+    entries = image_listing(set_name).entries
     spec = config["sharding"][set_name]
     return assign_shards(
         entries, shard_count(len(entries), spec["shard_size"], spec["num_shards"])
     )
+
+
+def listing_rejects(wildcards):
+    """[id, path, reason] rows of the files under a set that are not ingested (not images,
+    unreadable folders, names that are not UTF-8): summarize_ingest adds them to the set's
+    rejects table, so every file is accounted for."""
+    if wildcards.set not in IMAGE_SETS:
+        return []  # a crop set is made by the workflow, not listed
+    return [[r.id, r.path, r.reason] for r in image_listing(wildcards.set).rejects]
 
 
 def shard_names(set_name):
