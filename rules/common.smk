@@ -20,6 +20,29 @@ from copydetect.inputs import (  # noqa: E402
     shard_count,
 )
 
+from copydetect.run_lock import LiveRunError, require_run_lock, take_run_lock
+
+# Resume after kill -9 with the same command (copydetect.run_lock): the main Snakemake process
+# holds a kernel lock for its whole life; holding it proves that the Snakemake lock files a run
+# left behind are stale, so they are removed before Snakemake checks them. Jobs (SLURM job
+# steps re-reading this file) never touch it.
+if workflow.is_main_process:
+    take_run_lock()
+
+
+onstart:
+    hold_run_lock()
+
+
+def hold_run_lock():
+    """Before the first job: hold the run lock, or stop because another run is alive here."""
+    if workflow.is_main_process:
+        try:
+            require_run_lock()
+        except LiveRunError as error:
+            raise WorkflowError(str(error)) from None
+
+
 IMAGE_SETS = ("queries", "references", "training")
 # Crops of the queries made by detect_overlays: image shards like the others, one per query
 # shard, holding only the queries whose overlay box passed that branch's filters.
