@@ -34,7 +34,7 @@ import numpy as np
 
 from copydetect.atomic import atomic_path
 from copydetect.params import from_config
-from copydetect.shards import read_sift_shard, write_embedding_shard
+from copydetect.shards import read_sift_shard, sift_descriptor_count, write_embedding_shard
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,8 @@ def to_unit(descriptors: np.ndarray) -> np.ndarray:
 
 
 def descriptor_count(sift_shard_path: str | os.PathLike) -> int:
-    """Number of descriptors of a SIFT shard, read from the metadata only."""
-    with h5py.File(sift_shard_path, "r") as f:
-        return int(f["descriptors"].shape[0])
+    """Number of descriptors of a SIFT shard, read from its header only."""
+    return sift_descriptor_count(sift_shard_path)
 
 
 def allocate_quota(counts: Sequence[int], budget: int) -> np.ndarray:
@@ -137,8 +136,9 @@ def sample_descriptors(
     for path, take in zip(paths, quota, strict=True):
         if take == 0:
             continue
-        with h5py.File(path, "r") as f:
-            descriptors = f["descriptors"][:]
+        descriptors = np.concatenate(
+            [x.descriptors for x in read_sift_shard(path)] or [np.zeros((0, DESCRIPTOR_DIM))]
+        )
         rows = np.sort(rng.choice(len(descriptors), size=int(take), replace=False))
         sample[start : start + take] = to_unit(descriptors[rows])
         start += int(take)
