@@ -9,13 +9,16 @@ OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.tx
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
-# one reinstalled without dependencies (see shared/env-notes.md).
-$(VENV)/.installed: requirements.txt requirements-opencv.txt
+# one reinstalled without dependencies (see shared/env-notes.md). Last, the copydetect package
+# (pyproject.toml), editable: a regular install would copy the code into the venv, and the rules
+# and scripts would go on importing that copy after every edit until the next reinstall.
+$(VENV)/.installed: requirements.txt requirements-opencv.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip uninstall --quiet --yes opencv-python opencv-python-headless
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(OPENCV_PIN)
-	$(BIN)/python -c "import cv2, faiss, h5py, snakemake; cv2.SIFT_create()"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -c "import copydetect, cv2, faiss, h5py, snakemake; cv2.SIFT_create()"
 	touch $@
 
 # The demo: a labeled benchmark synthesized from scikit-image's photographs, then the workflow.

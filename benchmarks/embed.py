@@ -24,7 +24,6 @@ import io
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,13 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from results_file import replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
-
-from results_file import replace_section  # noqa: E402
-
-from copydetect.embed import (  # noqa: E402
+from copydetect.embed import (
     Embedder,
     EmbedParams,
     collate,
@@ -47,12 +42,14 @@ from copydetect.embed import (  # noqa: E402
     plan_batches,
     preprocess,
 )
-from copydetect.shards import (  # noqa: E402
+from copydetect.shards import (
     ImageRecord,
     decode_rgb,
     iter_image_records,
     write_image_shard,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WORK = ROOT / "benchmarks" / "work" / "embed"
 HEADING = "## Embedding throughput (benchmarks/embed.py)"

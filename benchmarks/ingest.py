@@ -32,13 +32,11 @@ import numpy as np
 import PIL
 import skimage.data
 from PIL import Image
+from results_file import replace_section
+
+from copydetect.ingest import IngestParams, ingest_shard
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
-
-from results_file import replace_section  # noqa: E402
-
-from copydetect.ingest import IngestParams, ingest_shard  # noqa: E402
 
 HEADING = "## Ingest throughput"
 TARGET_RATIO = 0.85

@@ -53,7 +53,6 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 BENCH = ROOT / "benchmarks" / "work" / "bench_run" / "results" / "sift"
 GROUND_TRUTH = ROOT / "benchmarks" / "work" / "bench" / "ground_truth.csv"
@@ -323,17 +322,13 @@ def block_runs(data: RecallData, block: int, flat_recall: float, args) -> list[d
 
     Flat: its vote recall is the scan's at N = ``block`` (the same exact 1-NN); its time is
     measured with ``descriptor_knn`` on the first ``--timing-rows`` query descriptors (the cost
-    per descriptor pair does not depend on which). ivf_flat: trained once (``_build_searcher``,
+    per descriptor pair does not depend on which). ivf_flat: trained once (``build_searcher``,
     as a job does per shard), searched with every query descriptor at two nprobe values.
     """
     import faiss
 
-    from copydetect.local_search import (
-        LocalSearchParams,
-        _build_searcher,
-        _tie_safe_topk,
-        descriptor_knn,
-    )
+    from copydetect.knn import tie_safe_topk
+    from copydetect.local_search import LocalSearchParams, build_searcher, descriptor_knn
 
     faiss.omp_set_num_threads(args.threads)
     ref = data.references.desc[:block]
@@ -349,13 +344,13 @@ def block_runs(data: RecallData, block: int, flat_recall: float, args) -> list[d
     print(f"  flat: {len(timing)} rows in {search}", flush=True)
     params = LocalSearchParams(index="ivf_flat", use_gpu="never")
     wall, cpu = time.perf_counter(), time.process_time()
-    searcher = _build_searcher(ref, params)
+    searcher = build_searcher(ref, params)
     build = (time.perf_counter() - wall, time.process_time() - cpu)
     query = data.queries.desc.astype(np.float32)
     for nprobe in (16, 64):
         searcher.index.nprobe = nprobe
         wall, cpu = time.perf_counter(), time.process_time()
-        _, idx = _tie_safe_topk(searcher, query, 1, len(ref))
+        _, idx = tie_safe_topk(searcher, query, 1, len(ref))
         search = (time.perf_counter() - wall, time.process_time() - cpu)
         hit = data.references.image[:block][np.maximum(idx[:, 0], 0)] == true_of_row
         name = f"ivf_flat nlist={searcher.index.nlist} nprobe={nprobe}"
@@ -534,7 +529,7 @@ def report(args, data, d_true, snapshots, points, fits, blocks, peaks, total_s) 
             "",
             f"One block of one default reference shard ({args.block:,} descriptors = "
             f"{args.block // PER_IMAGE:,} images × {PER_IMAGE}; the first {args.block:,} of the "
-            "set above), the real faiss path (`descriptor_knn`, `_build_searcher`); flat recall "
+            "set above), the real faiss path (`descriptor_knn`, `build_searcher`); flat recall "
             "is the exact scan's at that N, flat time is measured on the first query "
             "descriptors:",
             "",

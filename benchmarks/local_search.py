@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 WORK = ROOT / "benchmarks" / "work" / "local_search"
 HEADING = "## Local descriptor search: memory vs |R| (benchmarks/local_search.py)"
 
@@ -103,8 +102,8 @@ def job_merge(queries: str, neighbors: list[str], out: str) -> None:
         merge_neighbors,
         read_neighbors,
         select_candidates,
-        write_csv,
     )
+    from copydetect.tables import write_csv
 
     params = LocalSearchParams(use_gpu="never")
     layout = QueryLayout.from_features(read_sift_shard(queries))
@@ -115,7 +114,7 @@ def job_merge(queries: str, neighbors: list[str], out: str) -> None:
 
 
 def report_peak() -> None:
-    from copydetect.local_search import peak_rss_mib
+    from copydetect.memory import peak_rss_mib
 
     print(f"PEAK_RSS_MIB {peak_rss_mib():.1f}", flush=True)
 

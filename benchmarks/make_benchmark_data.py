@@ -55,10 +55,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
+from copydetect.synth import SynthesisConfig, fit_max_side, synthesize
 
-from copydetect.synth import SynthesisConfig, synthesize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("make_benchmark_data")
 
@@ -303,15 +302,6 @@ class DuplicateFilter:
         self._thumbs.append(variants[0])
         self._probes[picture].append(probe)
         return ""
-
-
-def fit_max_side(img: Image.Image, max_side: int) -> Image.Image:
-    """Downscale (never upscale) so that the longest side is at most ``max_side``."""
-    if max(img.size) <= max_side:
-        return img
-    scale = max_side / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS)
 
 
 def slug(text: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,14 +23,13 @@ import pandas as pd
 import yaml
 from results_file import replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
+from copydetect.ablation import ranked_predictions
+from copydetect.evaluation import edit_recall, read_edits
+from copydetect.fusion import FusionParams, join_pair_tables, score_pairs
+from copydetect.metrics import GroundTruth, Metrics, evaluate, read_ground_truth
+from copydetect.tables import read_table
 
-from copydetect.ablation import ranked_predictions  # noqa: E402
-from copydetect.evaluation import edit_recall, read_edits  # noqa: E402
-from copydetect.fusion import FusionParams, join_pair_tables, score_pairs  # noqa: E402
-from copydetect.metrics import GroundTruth, Metrics, evaluate, read_ground_truth  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WORK = ROOT / "benchmarks" / "work"
 HEADING = "## Overlay-crop branches on the wallpaper/Tux Paint benchmark (benchmarks/overlay.py)"

@@ -45,7 +45,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 WORK = ROOT / "benchmarks" / "work" / "scale"
 REAL_SIFT = ROOT / "benchmarks/work/bench_run/results/sift/references/s0000.h5"
@@ -192,7 +191,7 @@ def write_local_candidates(path: Path, n_refs: int, args: argparse.Namespace) ->
     ``local_candidates``): uniform draws touch the most distinct references, the worst case."""
     import pandas as pd
 
-    from copydetect.local_search import write_csv
+    from copydetect.tables import write_csv
 
     rng = np.random.default_rng(n_refs)
     per_query = args.config["local"]["candidates_per_query"]
@@ -214,7 +213,7 @@ def run_rule_job(spec_path: str) -> None:
     """Child side: run one rule script as Snakemake would, then report the peak RSS."""
     from script_runner import run_script
 
-    from copydetect.local_search import peak_rss_mib
+    from copydetect.memory import peak_rss_mib
 
     spec = json.loads(Path(spec_path).read_text())
     snakemake = SimpleNamespace(
@@ -326,8 +325,7 @@ def verify_job(n_refs: int, args: argparse.Namespace) -> JobRun:
     """Verify the local + global candidates of the first ``verify_queries`` queries."""
     import pandas as pd
 
-    from copydetect.local_search import write_csv
-    from copydetect.verify import read_table
+    from copydetect.tables import read_table, write_csv
 
     local = args.work / "out" / f"verify_local_{n_refs}.csv"
     write_local_candidates(local, n_refs, args)

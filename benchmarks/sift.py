@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +35,13 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
+from results_file import replace_section
+
+from copydetect.shards import ImageRecord, iter_image_records, write_image_shard
+from copydetect.sift import SiftParams, sift_shard
+from copydetect.verify import VerifyParams, verify_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
-
-from results_file import replace_section  # noqa: E402
-
-from copydetect.shards import ImageRecord, iter_image_records, write_image_shard  # noqa: E402
-from copydetect.sift import SiftParams, sift_shard  # noqa: E402
-from copydetect.verify import VerifyParams, verify_candidates  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "sift"
 HEADING = "## SIFT stage and pair verification (benchmarks/sift.py)"

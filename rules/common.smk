@@ -4,22 +4,18 @@ Everything here runs at DAG-build time, so it only lists files (no stat, no deco
 each listing once per run.
 """
 
-import sys
 from functools import cache
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-
-from copydetect.inputs import (  # noqa: E402
+from copydetect.inputs import (
     ImageSetError,
     assign_shards,
     group_shards,
     scan_image_set,
     shard_count,
 )
-
 from copydetect.run_lock import LiveRunError, require_run_lock, take_run_lock
 
 # Resume after kill -9 with the same command (copydetect.run_lock): the main Snakemake process

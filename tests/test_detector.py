@@ -251,7 +251,9 @@ def test_an_empty_query_shard_gives_empty_valid_outputs(data, trained) -> None:
 def test_bad_inputs_fail_with_one_log_line(data, tmp_path) -> None:
     code, log, _ = detect(data, tmp_path / "gone.pt", data.queries, "missing")
     assert code == 1 and "detector weights not found" in log and "Traceback" not in log
-    code, log, _ = detect(data, tmp_path / "gone.pt", data.queries, "bad", {"confidence": 1})
+    code, log, _ = detect(
+        data, tmp_path / "gone.pt", data.queries, "bad", {**DETECT, "confidence": 1}
+    )
     assert code == 1 and "unknown overlay.detect parameters" in log
 
 

@@ -22,9 +22,10 @@ from PIL import Image
 from torch import nn
 
 from copydetect.embed import (
+    Embedder,
     EmbedError,
     EmbedParams,
-    batch_embed,
+    collate,
     embed_image_shard,
     esvit_to_timm,
     load_embedder,
@@ -32,6 +33,7 @@ from copydetect.embed import (
     plan_batches,
     preprocess,
     resized_size,
+    run_batches,
 )
 from copydetect.shards import ImageRecord, read_embedding_shard, write_image_shard
 
@@ -116,6 +118,17 @@ def test_preprocess_formats() -> None:
 def test_plan_batches_groups_by_shape_in_order() -> None:
     keys = ["a", "b", "a", "a", "b", "a"]
     assert plan_batches(keys, 2) == [[0, 2], [3, 5], [1, 4]]
+
+
+def batch_embed(embedder: Embedder, images: list[np.ndarray]) -> np.ndarray:
+    """Embeddings of in-memory RGB images through the shard job's batching (no files)."""
+    params = embedder.params
+    inputs = [[preprocess(rgb, params, s) for s in params.scales] for rgb in images]
+    keys = [tuple(tuple(x.shape) for x in per_scale) for per_scale in inputs]
+    batches = (
+        collate([(i, inputs[i]) for i in batch]) for batch in plan_batches(keys, params.batch_size)
+    )
+    return run_batches(embedder, batches, len(images))
 
 
 # --- ResNet-GeM -------------------------------------------------------------------------------
@@ -387,7 +400,6 @@ def run_rule_script(tmp_path: Path, model: dict) -> tuple[int, str]:
             threads=1,
             resources=Named(gpu=0),
             wildcards=Named(model="tiny"),
-            config={{"models": {{"tiny": {{"backend": "torchscript"}}}}}},
         )
         runpy.run_path({str(ROOT / "workflow_scripts" / "embed_shard.py")!r},
                        init_globals={{"snakemake": snakemake}}, run_name="__main__")
@@ -401,8 +413,13 @@ def run_rule_script(tmp_path: Path, model: dict) -> tuple[int, str]:
 def test_rule_script_embeds_and_fails_cleanly(tmp_path, photos) -> None:
     write_shard(tmp_path / "images.h5", photos[:2])
     torch.jit.script(TinyNet().eval()).save(str(tmp_path / "tiny.pt"))
-    model = {"name": "tiny", "weights": str(tmp_path / "tiny.pt"), "size": 32, "num_workers": 0}
-    code, log = run_rule_script(tmp_path, model)  # backend comes from the config, as wired
+    model = {
+        "backend": "torchscript",
+        "weights": str(tmp_path / "tiny.pt"),
+        "size": 32,
+        "num_workers": 0,
+    }
+    code, log = run_rule_script(tmp_path, model)  # the model's config entry, as rule embed_images
     assert code == 0, log
     assert read_embedding_shard(tmp_path / "emb.h5").vectors.shape == (2, 8)
     code, log = run_rule_script(tmp_path, {**model, "weights": str(tmp_path / "gone.pt")})

@@ -12,9 +12,10 @@ import pytest
 from script_runner import run_script
 
 from copydetect.evaluation import EDIT_RECALL_COLUMNS, edit_groups, edit_recall, read_edits
-from copydetect.fusion import FusionParams, fused_predictions, write_scored_pairs
+from copydetect.fusion import FusionParams, fused_predictions
 from copydetect.metrics import GroundTruth, GroundTruthMatch, Metrics, PredictedMatch
-from copydetect.score import write_predictions
+from copydetect.predictions import write_predictions
+from copydetect.tables import write_csv
 
 NAN = float("nan")
 EDITS = """query_id,reference_id,edits
@@ -47,7 +48,7 @@ def write(path: Path, text: str) -> Path:
 def run_evaluate(tmp_path: Path, edits: bool, top_k: int = 10) -> Path:
     fusion = {"method": "rule", "model": "", "top_k_per_query": top_k, "max_predictions": 100}
     table = scored()
-    write_scored_pairs(table, tmp_path / "scored.csv")
+    write_csv(tmp_path / "scored.csv", table)
     write_predictions(
         fused_predictions(table, FusionParams.from_mapping(fusion)), tmp_path / "p.csv"
     )

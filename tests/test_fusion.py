@@ -29,7 +29,7 @@ from copydetect.fusion import (
     squash,
 )
 from copydetect.metrics import GroundTruth, GroundTruthMatch
-from copydetect.verify import read_table
+from copydetect.tables import read_table
 
 GLOBAL_MODELS = ("vlad", "sscd", "crop_vlad")
 

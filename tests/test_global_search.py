@@ -27,6 +27,7 @@ from copydetect.global_search import (
     read_normalization,
     write_normalization,
 )
+from copydetect.knn import Device
 from copydetect.shards import Embeddings, read_embedding_shard, write_embedding_shard
 
 HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -93,27 +94,27 @@ def test_knn_over_shards_equals_single_exact_search_with_ties(
     data = tied_references
     norm = Normalization.identity(data.d)
     queries = Embeddings([f"Q{i:02d}" for i in range(len(data.queries))], data.queries)
-    found = knn_over_shards(queries, data.paths, norm, k, use_gpu="never")
+    found = knn_over_shards(queries.vectors, data.paths, norm, k, Device())
     sims, ids, shards = oracle(data.queries, data.paths, norm, k)
-    assert found.query_ids == queries.ids
-    assert found.similarities.dtype == np.float32
-    np.testing.assert_array_equal(found.reference_ids, ids)
-    np.testing.assert_array_equal(found.reference_shards, shards)
-    np.testing.assert_allclose(found.similarities, sims, atol=1e-6)
+    assert found.sims.dtype == np.float64
+    np.testing.assert_array_equal(found.ids, ids)
+    np.testing.assert_array_equal(found.shards, shards)
+    np.testing.assert_allclose(found.sims, sims, atol=1e-6)
     if k >= 5:  # the query equal to R005 sees its 5 copies first, ordered by id
-        assert list(found.reference_ids[0, :5]) == ["R005", "R040", "R041", "R042", "R043"]
+        assert list(found.ids[0, :5]) == ["R005", "R040", "R041", "R042", "R043"]
     # The shard split changes nothing, bit for bit.
-    whole = knn_over_shards(queries, data.single, norm, k, use_gpu="never")
-    np.testing.assert_array_equal(whole.reference_ids, found.reference_ids)
-    np.testing.assert_array_equal(whole.similarities, found.similarities)
+    whole = knn_over_shards(queries.vectors, data.single, norm, k, Device())
+    np.testing.assert_array_equal(whole.ids, found.ids)
+    np.testing.assert_array_equal(whole.sims, found.sims)
 
 
 def test_tie_at_the_kth_place_goes_to_the_smaller_id(tied_references: SimpleNamespace) -> None:
     data = tied_references
     queries = Embeddings(["Q"], data.queries[:1])
-    found = knn_over_shards(queries, data.paths, Normalization.identity(data.d), 2, "never")
-    assert list(found.reference_ids[0]) == ["R005", "R040"]
-    assert found.similarities[0, 0] == found.similarities[0, 1]
+    norm = Normalization.identity(data.d)
+    found = knn_over_shards(queries.vectors, data.paths, norm, 2, Device())
+    assert list(found.ids[0]) == ["R005", "R040"]
+    assert found.sims[0, 0] == found.sims[0, 1]
 
 
 def test_fewer_references_than_k_are_padded(tmp_path: Path) -> None:
@@ -122,11 +123,11 @@ def test_fewer_references_than_k_are_padded(tmp_path: Path) -> None:
     paths = write_shards(tmp_path, ["a", "b", "c", "d"], vectors, [np.arange(2), [2, 3]], 8)
     queries = Embeddings(["q0", "q1"], unit(rng.normal(size=(2, 8))))
     norm = Normalization.identity(8)
-    found = knn_over_shards(queries, paths, norm, 10, use_gpu="never")
-    assert found.similarities.shape == (2, 10)
-    assert (found.reference_ids[:, :4] != "").all() and (found.reference_ids[:, 4:] == "").all()
-    assert np.isneginf(found.similarities[:, 4:]).all()
-    assert (found.reference_shards[:, 4:] == "").all()
+    found = knn_over_shards(queries.vectors, paths, norm, 10, Device())
+    assert found.sims.shape == (2, 10)
+    assert (found.ids[:, :4] != "").all() and (found.ids[:, 4:] == "").all()
+    assert np.isneginf(found.sims[:, 4:]).all()
+    assert (found.shards[:, 4:] == "").all()
     table = global_candidates(queries, paths, norm, GlobalSearchParams(k=10, use_gpu="never"))
     assert table.groupby("query_id").size().to_dict() == {"q0": 4, "q1": 4}
     assert np.isfinite(table[["global_similarity", "global_normalized"]].to_numpy()).all()
@@ -137,8 +138,8 @@ def test_empty_query_shard(tmp_path: Path, tied_references: SimpleNamespace) -> 
     write_embedding_shard(tmp_path / "q.h5", [], np.zeros((0, data.d)), dim=data.d)
     queries = read_embedding_shard(tmp_path / "q.h5")
     norm = Normalization.identity(data.d, bank=unit(np.ones((3, data.d))))
-    found = knn_over_shards(queries, data.paths, norm, 5, use_gpu="never")
-    assert found.similarities.shape == (0, 5) and found.query_ids == []
+    found = knn_over_shards(queries.vectors, data.paths, norm, 5, Device())
+    assert found.sims.shape == (0, 5)
     params = GlobalSearchParams(k=5, candidates_per_query=5, qe_k=2, use_gpu="never")
     table = global_candidates(queries, data.paths, norm, params)
     assert list(table.columns) == CANDIDATE_COLUMNS and len(table) == 0
@@ -158,10 +159,10 @@ def test_gpu_equals_cpu(tied_references: SimpleNamespace) -> None:
     data = tied_references
     queries = Embeddings([str(i) for i in range(len(data.queries))], data.queries)
     norm = Normalization.identity(data.d)
-    cpu = knn_over_shards(queries, data.paths, norm, 7, use_gpu="never")
-    gpu = knn_over_shards(queries, data.paths, norm, 7, use_gpu="always")
-    np.testing.assert_array_equal(gpu.reference_ids, cpu.reference_ids)
-    np.testing.assert_allclose(gpu.similarities, cpu.similarities, atol=1e-6)
+    cpu = knn_over_shards(queries.vectors, data.paths, norm, 7, Device())
+    gpu = knn_over_shards(queries.vectors, data.paths, norm, 7, Device.choose("always"))
+    np.testing.assert_array_equal(gpu.ids, cpu.ids)
+    np.testing.assert_allclose(gpu.sims, cpu.sims, atol=1e-6)
 
 
 # --- normalization fit -------------------------------------------------------------------------
@@ -272,8 +273,8 @@ def test_score_normalization_subtracts_beta_times_mean_of_top_n_bank_sims(tmp_pa
     norm = Normalization.identity(2, bank=bank)
     query = np.array([[1.0, 0.0]], dtype=np.float32)
     # Bank similarities 1, 0, 0.6: top 2 average 0.8, all three 1.6 / 3.
-    np.testing.assert_allclose(bank_similarity(query, norm.bank, 2, "never"), [0.8], atol=1e-7)
-    np.testing.assert_allclose(bank_similarity(query, norm.bank, 5, "never"), [1.6 / 3], atol=1e-7)
+    np.testing.assert_allclose(bank_similarity(query, norm.bank, 2, Device()), [0.8], atol=1e-7)
+    np.testing.assert_allclose(bank_similarity(query, norm.bank, 5, Device()), [1.6 / 3], atol=1e-7)
     np.testing.assert_allclose(
         normalize_similarities(np.array([[0.9, 0.5]]), np.array([0.8]), 0.5), [[0.5, 0.1]]
     )
@@ -284,7 +285,7 @@ def test_score_normalization_subtracts_beta_times_mean_of_top_n_bank_sims(tmp_pa
     )
     table = global_candidates(Embeddings(["q"], query), paths, norm, params)
     assert list(table["reference_id"]) == ["ra", "rb"]
-    term = 0.5 * bank_similarity(query, norm.bank, 2, "never")[0]
+    term = 0.5 * bank_similarity(query, norm.bank, 2, Device())[0]
     np.testing.assert_array_equal(
         table["global_normalized"], table["global_similarity"].to_numpy() - term
     )
@@ -364,9 +365,9 @@ def test_qe_off_equals_plain_search(planted_clusters: SimpleNamespace) -> None:
     params = GlobalSearchParams(k=8, candidates_per_query=8, qe_k=0, normalize_scores=False)
     table = global_candidates(data.queries, data.paths, data.norm, params)
     transformed = Embeddings(data.queries.ids, data.norm.apply(data.queries.vectors))
-    found = knn_over_shards(transformed, data.paths, data.norm, 8, use_gpu="never")
-    assert list(table["reference_id"]) == list(found.reference_ids.ravel())
-    np.testing.assert_array_equal(table["global_similarity"], found.similarities.ravel())
+    found = knn_over_shards(transformed.vectors, data.paths, data.norm, 8, Device())
+    assert list(table["reference_id"]) == list(found.ids.ravel())
+    np.testing.assert_array_equal(table["global_similarity"], found.sims.astype(np.float32).ravel())
     np.testing.assert_array_equal(table["global_normalized"], table["global_similarity"])
 
 
@@ -374,7 +375,7 @@ def test_qe_gathers_the_vectors_of_the_first_pass_top(planted_clusters: SimpleNa
     """The vectors gathered during the sharded merge are those of the final top references."""
     data = planted_clusters
     x = data.norm.apply(data.queries.vectors)
-    top = global_search._knn_pass(x, data.paths, data.norm, 8, global_search._Device(), gather=3)
+    top = knn_over_shards(x, data.paths, data.norm, 8, Device(), gather=3)
     embs = [read_embedding_shard(p) for p in data.paths]
     vectors = dict(
         zip(

@@ -250,18 +250,3 @@ def test_torch_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch_device(GpuLease(devices=["0"])) == "cuda"
     fake.cuda.is_available = lambda: False
     assert torch_device(GpuLease(devices=["0"])) == "cpu"
-
-
-def test_rule_job_lease_ends_the_job_cleanly_when_none_can_be_had(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from copydetect import gpu
-
-    def busy(n: int, lock_dir: Path) -> gpu.GpuLease:
-        raise gpu.GpuLeaseError(f"no free GPU in {lock_dir}")
-
-    monkeypatch.setattr(gpu, "acquire_for_job", busy)
-    with pytest.raises(SystemExit) as stop:
-        gpu.lease_for_rule_job(1, tmp_path)
-    assert stop.value.code == 1
-    assert f"no free GPU in {tmp_path}" in caplog.text

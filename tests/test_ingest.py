@@ -477,6 +477,8 @@ snakemake = ns(
     params=ns(images=a["images"], ingest=a["ingest"]),
     output=ns(shard=a["shard"], rejects=a["rejects"]),
     log=[a["log"]],
+    threads=1,
+    resources={},
 )
 runpy.run_path(sys.argv[1], init_globals={"snakemake": snakemake}, run_name="__main__")
 """

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from script_runner import run_script
 
-from copydetect import local_search
+from copydetect.knn import merge_topk
 from copydetect.local_search import (
     VOTE_COLUMNS,
     LocalSearchParams,
@@ -20,7 +20,6 @@ from copydetect.local_search import (
     count_votes,
     descriptor_knn,
     merge_neighbors,
-    merge_topk,
     read_neighbors,
     search_group,
     select_candidates,
@@ -142,32 +141,6 @@ def test_empty_query_or_reference() -> None:
     assert np.isinf(dist).all() and (idx == -1).all() and idx.shape == (4, 2)
 
 
-class _LargestIdFirst:
-    """A fake index that cuts ties the wrong way (largest id first), like a GPU k-select may."""
-
-    def __init__(self, ref: np.ndarray) -> None:
-        self.ref = ref.astype(np.int64)
-
-    def search(self, x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        dist = ((x[:, None, :].astype(np.int64) - self.ref[None]) ** 2).sum(-1)
-        order = np.lexsort((-np.arange(len(self.ref))[None].repeat(len(x), 0), dist), axis=-1)
-        order = order[:, :width]
-        return np.take_along_axis(dist, order, -1).astype(np.float32), order
-
-
-def test_ties_at_the_kth_place_are_widened_until_seen_whole() -> None:
-    rng = np.random.default_rng(2)
-    ref = rng.integers(0, 256, (200, 128), dtype=np.uint8)
-    ref[100:140] = ref[3]  # 41 identical descriptors: the tie needs several widenings
-    query = ref[[3, 7, 50]].astype(np.float32)
-    searcher = local_search._Searcher(_LargestIdFirst(ref), max_k=len(ref))
-    dist, idx = local_search._tie_safe_topk(searcher, query, 3, len(ref))
-    want_d, want_i = brute_force(query.astype(np.uint8), ref, 3)
-    np.testing.assert_array_equal(dist, want_d)
-    np.testing.assert_array_equal(idx, want_i)
-    assert idx[0].tolist() == [3, 100, 101]
-
-
 def test_ivf_flat_finds_exact_copies() -> None:
     rng = np.random.default_rng(3)
     ref = rng.integers(0, 256, (4000, 128), dtype=np.uint8)
@@ -194,21 +167,11 @@ def test_merge_topk_of_a_split_equals_the_whole(k: int) -> None:
     d_b, i_b = descriptor_knn(query, ref[rows_b], LocalSearchParams(k=k))
     # Back to global rows (the global key); missing stays -1.
     g_a, g_b = np.where(i_a >= 0, rows_a[i_a], -1), np.where(i_b >= 0, rows_b[i_b], -1)
-    dist, idx = merge_topk(d_a, g_a, d_b, g_b, k)
+    dist, idx, _ = merge_topk(d_a, g_a, d_b, g_b, k)
     want_d, want_i = brute_force(query, ref, k)
     np.testing.assert_array_equal(dist, want_d)
     np.testing.assert_array_equal(idx, want_i)
     np.testing.assert_array_equal(merge_topk(d_b, g_b, d_a, g_a, k)[1], idx)  # symmetric
-
-
-def test_merge_topk_breaks_ties_by_key_and_pads() -> None:
-    inf = np.inf
-    d_a, i_a = np.array([[1.0, 5.0]], np.float32), np.array([[9, 4]])
-    d_b, i_b = np.array([[1.0, inf]], np.float32), np.array([[2, -1]])
-    dist, idx = merge_topk(d_a, i_a, d_b, i_b, 3)
-    assert idx.tolist() == [[2, 9, 4]] and dist.tolist() == [[1.0, 1.0, 5.0]]
-    dist, idx = merge_topk(d_b[:, :1], i_b[:, :1], d_b[:, :0], i_b[:, :0], 3)
-    assert idx.tolist() == [[2, -1, -1]] and np.isinf(dist[0, 1:]).all()
 
 
 @pytest.mark.parametrize("k", [1, 3])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, snakemake, write_tiny_sets
+from workflow_helpers import ROOT, SNAKEMAKE, snakemake, snakemake_env, write_tiny_sets
 
 pytestmark = pytest.mark.workflow
 
@@ -179,7 +179,7 @@ def start_slurm_run(workdir: Path, config: dict, node: dict[str, str]) -> subpro
         *("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5"),
         *("--latency-wait", "5", "--slurm-keep-successful-logs"),
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = snakemake_env()
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

@@ -13,12 +13,12 @@ from image_helpers import edited_copy, jpeg_bytes
 
 from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
 from copydetect.sift import SiftParams, extract_sift, sift_shard
+from copydetect.tables import read_table
 from copydetect.verify import (
     VerifyParams,
     fit_geometry,
     flipped_features,
     ratio_test_matches,
-    read_table,
     verify_candidates,
     verify_pair,
 )

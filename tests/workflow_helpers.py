@@ -18,6 +18,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 Job = tuple[str, str]  # (rule, "key=value, ..." wildcards or "")
 
 
+def snakemake_env() -> dict[str, str]:
+    """The environment of a snakemake run from the tests: this checkout's copydetect first (as
+    pytest's ``pythonpath``), whatever copy the venv has installed, and fixed hashing."""
+    paths = [str(ROOT / "workflow_scripts"), os.environ.get("PYTHONPATH", "")]
+    path = os.pathsep.join(filter(None, paths))
+    return {**os.environ, "PYTHONPATH": path, "PYTHONHASHSEED": "0"}
+
+
 def photo_tiles(n: int, size: int = 160) -> list[Image.Image]:
     """Distinct real-photo tiles: non-overlapping crops of scikit-image's sample photographs."""
     from skimage import data
@@ -88,7 +96,7 @@ def snakemake_command(workdir: Path, config: dict, *args: str) -> tuple[list[str
         "2",
         *args,
     ]
-    return cmd, {**os.environ, "PYTHONHASHSEED": "0"}
+    return cmd, snakemake_env()
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:

@@ -5,22 +5,16 @@ Inputs: ``pairs`` (that run's pair tables), optionally ``crop_pairs``, and ``gro
 ``model`` (JSON, read by rule fuse with ``fusion.method: logistic``).
 """
 
-import logging
-import sys
 from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
-
-from copydetect.fusion import FusionParams, fit_logistic, join_pair_tables, label_pairs  # noqa: E402
-from copydetect.metrics import read_ground_truth  # noqa: E402
-from copydetect.rule_inputs import input_files  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+from copydetect.rule_script import start
 
 
 def development_inputs():
     """Pair tables, crop pair tables and ground truth: of the development run this workflow
     made (input ``development``, a folder), or of the finished run the config names."""
+    from copydetect.rule_inputs import input_files
+
     development = input_files(snakemake.input, "development")
     if not development:
         return (
@@ -37,11 +31,20 @@ def development_inputs():
     )
 
 
-params = FusionParams.from_mapping(snakemake.params.fusion)
-pair_paths, crop_paths, ground_truth = development_inputs()
-pairs = join_pair_tables(
-    [read_table(path) for path in pair_paths], [read_table(path) for path in crop_paths]
-)
-labels = label_pairs(pairs, read_ground_truth(ground_truth))
-model = fit_logistic(pairs, labels, l2=params.l2, rule=params.rule)
-model.to_json(snakemake.output.model)
+def main() -> None:
+    from copydetect.fusion import FusionParams, fit_logistic, join_pair_tables, label_pairs
+    from copydetect.metrics import read_ground_truth
+    from copydetect.tables import read_table
+
+    params = FusionParams.from_mapping(snakemake.params.fusion)
+    pair_paths, crop_paths, ground_truth = development_inputs()
+    pairs = join_pair_tables(
+        [read_table(path) for path in pair_paths], [read_table(path) for path in crop_paths]
+    )
+    labels = label_pairs(pairs, read_ground_truth(ground_truth))
+    model = fit_logistic(pairs, labels, l2=params.l2, rule=params.rule)
+    model.to_json(snakemake.output.model)
+
+
+start(snakemake)
+main()

@@ -2,31 +2,35 @@
 on its training embeddings (or a sample of the reference shards when there is no training set)."""
 
 import logging
-import sys
 import time
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+from copydetect.rule_script import start
 
-from copydetect.global_search import (  # noqa: E402
-    NormalizationParams,
-    fit_normalization,
-    write_normalization,
-)
-from copydetect.local_search import peak_rss_mib  # noqa: E402
 
-start = time.perf_counter()
-params = NormalizationParams.from_mapping(snakemake.params.normalization)
-shards = list(snakemake.input.embeddings)
-logging.info("%d embedding shards, %s", len(shards), params)
-normalization = fit_normalization(shards, params)
-write_normalization(snakemake.output.normalization, normalization)
-logging.info(
-    "fitted on %d vectors, dim %d -> %d, bank of %d, %.1f s, peak RSS %.0f MiB",
-    normalization.n_fit,
-    normalization.input_dim,
-    normalization.output_dim,
-    len(normalization.bank),
-    time.perf_counter() - start,
-    peak_rss_mib(),
-)
+def main() -> None:
+    from copydetect.global_search import (
+        NormalizationParams,
+        fit_normalization,
+        write_normalization,
+    )
+    from copydetect.memory import peak_rss_mib
+
+    begin = time.perf_counter()
+    params = NormalizationParams.from_mapping(snakemake.params.normalization)
+    shards = list(snakemake.input.embeddings)
+    logging.info("%d embedding shards, %s", len(shards), params)
+    normalization = fit_normalization(shards, params)
+    write_normalization(snakemake.output.normalization, normalization)
+    logging.info(
+        "fitted on %d vectors, dim %d -> %d, bank of %d, %.1f s, peak RSS %.0f MiB",
+        normalization.n_fit,
+        normalization.input_dim,
+        normalization.output_dim,
+        len(normalization.bank),
+        time.perf_counter() - begin,
+        peak_rss_mib(),
+    )
+
+
+start(snakemake)
+main()

@@ -7,33 +7,36 @@ capped, score descending then ids) and ``scored_pairs`` (every pair with its fus
 branch's own score and the evidence), both written atomically.
 """
 
-import logging
-import sys
+from copydetect.rule_script import start
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
-from copydetect.fusion import (  # noqa: E402
-    FusionModel,
-    FusionParams,
-    fused_predictions,
-    join_pair_tables,
-    score_pairs,
-    write_scored_pairs,
-)
-from copydetect.rule_inputs import input_files  # noqa: E402
-from copydetect.score import write_predictions  # noqa: E402
-from copydetect.verify import read_table  # noqa: E402
+def main() -> None:
+    from copydetect.fusion import (
+        FusionModel,
+        FusionParams,
+        fused_predictions,
+        join_pair_tables,
+        score_pairs,
+    )
+    from copydetect.predictions import write_predictions
+    from copydetect.rule_inputs import input_files
+    from copydetect.tables import read_table, write_csv
 
-params = FusionParams.from_mapping(snakemake.params.fusion)
-model_paths = input_files(snakemake.input, "model")
-model = (
-    FusionModel.from_json(model_paths[0]) if params.method == "logistic" and model_paths else None
-)
-pairs = join_pair_tables(
-    [read_table(path) for path in snakemake.input.pairs],
-    [read_table(path) for path in input_files(snakemake.input, "crop_pairs")],
-)
-scored = score_pairs(pairs, params, model)
-write_scored_pairs(scored, snakemake.output.scored_pairs)
-write_predictions(fused_predictions(scored, params), snakemake.output.predictions)
+    params = FusionParams.from_mapping(snakemake.params.fusion)
+    model_paths = input_files(snakemake.input, "model")
+    model = (
+        FusionModel.from_json(model_paths[0])
+        if params.method == "logistic" and model_paths
+        else None
+    )
+    pairs = join_pair_tables(
+        [read_table(path) for path in snakemake.input.pairs],
+        [read_table(path) for path in input_files(snakemake.input, "crop_pairs")],
+    )
+    scored = score_pairs(pairs, params, model)
+    write_csv(snakemake.output.scored_pairs, scored)
+    write_predictions(fused_predictions(scored, params), snakemake.output.predictions)
+
+
+start(snakemake)
+main()

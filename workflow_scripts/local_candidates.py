@@ -2,42 +2,46 @@
 1-NN votes per (query, reference) and keep the best references per query as candidates."""
 
 import logging
-import sys
 import time
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+from copydetect.rule_script import start
 
-from copydetect.local_search import (  # noqa: E402
-    LocalSearchParams,
-    QueryLayout,
-    count_votes,
-    merge_neighbors,
-    peak_rss_mib,
-    read_neighbors,
-    select_candidates,
-    write_csv,
-)
-from copydetect.shards import read_sift_shard  # noqa: E402
 
-start = time.perf_counter()
-params = LocalSearchParams.from_mapping(snakemake.params.local)
-options = snakemake.params.candidates
-layout = QueryLayout.from_features(read_sift_shard(snakemake.input.queries))
-# A generator: files are read one at a time while folding, so memory does not grow with |R|.
-neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), params.k)
-votes = count_votes(layout, neighbors, params)
-candidates = select_candidates(votes, options["candidates_per_query"], options["min_votes"])
-write_csv(snakemake.output.votes, votes)
-write_csv(snakemake.output.candidates, candidates)
-logging.info(
-    "%d queries, %d neighbour files, %d voted pairs, %d candidates for %d queries, %.1f s, "
-    "peak RSS %.0f MiB",
-    len(layout.ids),
-    len(snakemake.input.neighbors),
-    len(votes),
-    len(candidates),
-    candidates["query_id"].nunique(),
-    time.perf_counter() - start,
-    peak_rss_mib(),
-)
+def main() -> None:
+    from copydetect.local_search import (
+        LocalSearchParams,
+        QueryLayout,
+        count_votes,
+        merge_neighbors,
+        read_neighbors,
+        select_candidates,
+    )
+    from copydetect.memory import peak_rss_mib
+    from copydetect.shards import read_sift_shard
+    from copydetect.tables import write_csv
+
+    begin = time.perf_counter()
+    params = LocalSearchParams.from_mapping(snakemake.params.local)
+    options = snakemake.params.candidates
+    layout = QueryLayout.from_features(read_sift_shard(snakemake.input.queries))
+    # A generator: files are read one at a time while folding, so memory does not grow with |R|.
+    neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), params.k)
+    votes = count_votes(layout, neighbors, params)
+    candidates = select_candidates(votes, options["candidates_per_query"], options["min_votes"])
+    write_csv(snakemake.output.votes, votes)
+    write_csv(snakemake.output.candidates, candidates)
+    logging.info(
+        "%d queries, %d neighbour files, %d voted pairs, %d candidates for %d queries, %.1f s, "
+        "peak RSS %.0f MiB",
+        len(layout.ids),
+        len(snakemake.input.neighbors),
+        len(votes),
+        len(candidates),
+        candidates["query_id"].nunique(),
+        time.perf_counter() - begin,
+        peak_rss_mib(),
+    )
+
+
+start(snakemake)
+main()

@@ -4,16 +4,22 @@ Done once per shard so the searches read small projected vectors (e.g. 256-d ins
 8192-d) and never repeat the projection for every query shard."""
 
 import logging
-import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log lives as long as the job
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+from copydetect.rule_script import start
 
-from copydetect.global_search import read_normalization  # noqa: E402
-from copydetect.shards import read_embedding_shard, write_embedding_shard  # noqa: E402
 
-normalization = read_normalization(snakemake.input.normalization)
-raw = read_embedding_shard(snakemake.input.embeddings)
-projected = normalization.apply(raw.vectors)
-write_embedding_shard(snakemake.output.projected, raw.ids, projected, dim=projected.shape[1])
-logging.info("%d vectors projected %d → %d", len(raw.ids), raw.vectors.shape[1], projected.shape[1])
+def main() -> None:
+    from copydetect.global_search import read_normalization
+    from copydetect.shards import read_embedding_shard, write_embedding_shard
+
+    normalization = read_normalization(snakemake.input.normalization)
+    raw = read_embedding_shard(snakemake.input.embeddings)
+    projected = normalization.apply(raw.vectors)
+    write_embedding_shard(snakemake.output.projected, raw.ids, projected, dim=projected.shape[1])
+    logging.info(
+        "%d vectors projected %d → %d", len(raw.ids), raw.vectors.shape[1], projected.shape[1]
+    )
+
+
+start(snakemake)
+main()

@@ -1,59 +1,19 @@
-"""Each branch alone: score the pair table by one evidence column and evaluate it.
+"""Each branch alone: rank the scored pair table by one branch's score and evaluate it.
 
-The pair tables (``results/verify/*.pairs.csv``) hold every branch's evidence for every
-candidate pair. Ranking all pairs by one column — local verification score, a global model's
-similarity or its normalized form — gives that branch's own predictions, so branches can be
-compared with the fused score on the same ground truth.
-
-:func:`ablation` ranks the raw columns of verified pair tables (all pairs, no cap); the
-evaluation rule uses :func:`ranked_predictions` on the fused, scored pair table instead, where
-each branch's own calibrated score is ranked under the same per-query and total caps as the
-fused predictions.
+Rule fuse writes every branch's own calibrated score (``branch_*``) next to the fused ``score``;
+ranking by each under the same per-query and total caps as predictions.csv compares the
+branches with the fusion on the same ground truth and the same budget of rows.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from copydetect.atomic import atomic_path
 from copydetect.fusion import branch_names
 from copydetect.metrics import GroundTruth, Metrics, PredictedMatch, evaluate
-from copydetect.score import local_score, select_predictions
-
-
-def branch_scores(pairs: pd.DataFrame) -> dict[str, pd.Series]:
-    """Score columns available in a pair table: ``local`` plus every ``*_similarity`` and
-    ``*_normalized`` column of the global models (NaN where a branch did not propose a pair)."""
-    scores = {"local": local_score(pairs)}
-    for column in pairs.columns:
-        if column.endswith(("_similarity", "_normalized")):
-            scores[column] = pairs[column].astype(float)
-    return scores
-
-
-def predictions_by(pairs: pd.DataFrame, score: pd.Series) -> list[PredictedMatch]:
-    """Predictions of the pairs that have a (finite) score in ``score``."""
-    return [
-        PredictedMatch(q, r, float(s))
-        for q, r, s in zip(pairs["query_id"], pairs["reference_id"], score, strict=True)
-        if not math.isnan(s)
-    ]
-
-
-def ablation(pair_tables: Sequence[pd.DataFrame], ground_truth: GroundTruth) -> dict[str, Metrics]:
-    """Metrics of every branch alone over the concatenated pair tables."""
-    pairs = pd.concat(list(pair_tables), ignore_index=True)
-    return {
-        name: evaluate(ground_truth.matches, predictions_by(pairs, score), ground_truth.query_ids)
-        for name, score in branch_scores(pairs).items()
-    }
-
-
-# --- the evaluation's per-branch table (rule evaluate) -----------------------------------------
+from copydetect.predictions import select_predictions
 
 FUSED = "fused"
 ABLATION_COLUMNS = [
@@ -114,9 +74,3 @@ def ablation_table(metrics: Mapping[str, Metrics]) -> pd.DataFrame:
         for name, m in metrics.items()
     ]
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
-
-
-def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a small result table as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)

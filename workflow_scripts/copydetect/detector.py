@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from copydetect.atomic import atomic_path
+from copydetect.atomic import atomic_path, scratch_dir
 from copydetect.overlay import BoxChoice, DetectParams, select_box
 from copydetect.params import check_known
 from copydetect.shards import ImageRecord, decode_rgb, iter_image_records, write_image_shard
@@ -207,21 +206,6 @@ def _pil_open():
     return patches._image_open
 
 
-def resolve_device(requested: str, leased: bool) -> str:
-    """The ultralytics device string: ``"0"`` (the leased GPU, which ``CUDA_VISIBLE_DEVICES``
-    makes device 0) when ``requested`` is auto and a lease and CUDA exist, else ``"cpu"``."""
-    import torch
-
-    if requested == "cpu":
-        return "cpu"
-    cuda = torch.cuda.is_available()
-    if requested == "auto":
-        return "0" if leased and cuda else "cpu"
-    if not cuda:
-        raise DetectorError(f"device {requested!r} requested but CUDA is not available")
-    return requested
-
-
 # --- Training ---------------------------------------------------------------------------------
 
 
@@ -346,9 +330,7 @@ def train_detector(
     Returns the metrics written.
     """
     dataset_dir, weights_path = Path(dataset_dir), Path(weights_path)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{weights_path.name}.train-", dir=weights_path.parent))
-    try:
+    with scratch_dir(weights_path.parent, f".{weights_path.name}.train-") as scratch:
         ultralytics = offline_ultralytics(scratch / "yolo_config")
         data_yaml = stage_dataset(dataset_dir, scratch / "data")
         model = build_yolo(ultralytics, model_source(params, scratch), "overlay.train.model")
@@ -374,8 +356,6 @@ def train_detector(
             shutil.copyfile(best, tmp)
         with atomic_path(metrics_path) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     logger.info("overlay detector %s: %s", weights_path, metrics)
     return metrics
 
@@ -541,9 +521,7 @@ def detect_overlays(
 
     Boxes are in the pixels of the stored query image (``width``/``height`` in the CSV).
     """
-    Path(detections_csv).parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".detect-", dir=Path(detections_csv).parent))
-    try:
+    with scratch_dir(Path(detections_csv).parent, ".detect-") as scratch:
         model = load_detector(weights, scratch / "yolo_config")
         detections, crops = [], {"global": CropSet(), "local": CropSet()}
         for batch in _batches(shard, params.batch_size):
@@ -557,8 +535,6 @@ def detect_overlays(
                 ):
                     if choice.kept:
                         crops[name].add(query_id, rgb, choice)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     write_detections(detections_csv, detections)
     for name, path in (("global", crops_global), ("local", crops_local)):
         c = crops[name]

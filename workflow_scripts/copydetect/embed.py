@@ -85,8 +85,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from copydetect.devices import DeviceError, resolve_device
 from copydetect.params import from_config
 from copydetect.shards import decode_rgb, iter_image_records, write_embedding_shard
+from copydetect.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -482,11 +484,6 @@ def build_net(params: EmbedParams) -> EmbeddingNet:
 # --- Embedders ---------------------------------------------------------------------------
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 class Embedder:
     """A loaded model: one preprocessed batch per scale in, L2-normalized float32 rows out."""
 
@@ -502,9 +499,9 @@ class Embedder:
         """L2-normalized embeddings of one batch given at every scale (same images)."""
         total = None
         for batch in inputs:
-            vectors = l2_normalize(self.forward(batch).astype(np.float32))
+            vectors = l2_normalize(self.forward(batch).astype(np.float32), dtype=None)
             total = vectors if total is None else total + vectors
-        return total if len(inputs) == 1 else l2_normalize(total)
+        return total if len(inputs) == 1 else l2_normalize(total, dtype=None)
 
     @property
     def dim(self) -> int:
@@ -558,12 +555,11 @@ class OnnxEmbedder(Embedder):
         return np.concatenate(outputs).reshape(len(array), -1)
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise EmbedError("device: cuda requested but torch sees no CUDA device")
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(requested)
+def _torch_device(params: EmbedParams) -> torch.device:
+    try:
+        return torch.device(resolve_device(params.device))
+    except DeviceError as exc:  # the rule script reports EmbedErrors as configuration errors
+        raise EmbedError(str(exc)) from None
 
 
 def load_torchscript(params: EmbedParams, device: torch.device) -> TorchEmbedder:
@@ -629,9 +625,9 @@ def load_embedder(params: EmbedParams) -> Embedder:
     if params.backend == "onnx":
         embedder: Embedder = load_onnx(params)
     elif params.backend == "torchscript":
-        embedder = load_torchscript(params, resolve_device(params.device))
+        embedder = load_torchscript(params, _torch_device(params))
     else:
-        embedder = TorchEmbedder(build_net(params), params, resolve_device(params.device))
+        embedder = TorchEmbedder(build_net(params), params, _torch_device(params))
     fixed_width = params.backend in ("torchscript", "onnx")  # dim is a check there
     if fixed_width and params.dim is not None and embedder.dim != params.dim:
         raise EmbedError(f"{params.weights} gives {embedder.dim}-d vectors, dim says {params.dim}")
@@ -650,17 +646,6 @@ def run_batches(embedder: Embedder, batches: Iterable[Batch], n_images: int) -> 
             out = np.zeros((n_images, vectors.shape[1]), np.float32)
         out[indices] = vectors
     return out if out is not None else np.zeros((0, embedder.dim), np.float32)
-
-
-def batch_embed(embedder: Embedder, images: Sequence[np.ndarray]) -> np.ndarray:
-    """Embeddings of in-memory RGB uint8 images ``[h, w, 3]`` (no files, no worker processes)."""
-    params = embedder.params
-    inputs = [[preprocess(rgb, params, s) for s in params.scales] for rgb in images]
-    keys = [tuple(tuple(x.shape) for x in per_scale) for per_scale in inputs]
-    batches = (
-        collate([(i, inputs[i]) for i in batch]) for batch in plan_batches(keys, params.batch_size)
-    )
-    return run_batches(embedder, batches, len(images))
 
 
 def shard_loader(dataset: ShardImages, params: EmbedParams, pin: bool) -> DataLoader:

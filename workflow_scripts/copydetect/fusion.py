@@ -94,7 +94,8 @@ import pandas as pd
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth
 from copydetect.params import from_config
-from copydetect.score import empty_predictions, select_predictions
+from copydetect.predictions import empty_predictions, select_predictions
+from copydetect.tables import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -654,7 +655,7 @@ def branch_names(scored: pd.DataFrame) -> list[str]:
 
 
 def fused_predictions(scored: pd.DataFrame, params: FusionParams) -> pd.DataFrame:
-    """``query_id, reference_id, score``: top-k per query, then the cap (see score.py)."""
+    """``query_id, reference_id, score``: top-k per query, then the cap (see predictions.py)."""
     if scored.empty:
         return empty_predictions()
     predictions = select_predictions(scored, params.top_k_per_query, params.max_predictions)
@@ -668,22 +669,10 @@ def fused_predictions(scored: pd.DataFrame, params: FusionParams) -> pd.DataFram
     return predictions
 
 
-def write_scored_pairs(scored: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the scored pair table atomically (full float precision, like the predictions)."""
-    with atomic_path(path) as tmp:
-        scored.to_csv(tmp, index=False)
-
-
 def read_scored_pairs(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by :func:`write_scored_pairs` (ids as exact strings)."""
+    """Read the scored pair table of rule fuse (ids as exact strings)."""
     header = pd.read_csv(path, nrows=0).columns
     missing = [c for c in (*KEYS, "score") if c not in header]
     if missing:
         raise ValueError(f"{path}: not a scored pair table (no {', '.join(missing)} column)")
-    ids = [c for c in header if c in (*KEYS, "reference_shard")]
-    return pd.read_csv(
-        path,
-        dtype={c: str for c in ids},
-        keep_default_na=False,
-        na_values={c: ["", "nan", "NaN"] for c in header if c not in ids},
-    )
+    return read_table(path)

@@ -24,29 +24,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import faiss
 import h5py
 import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.knn import GPU_MAX_K, Device, merge_topk, tie_safe_topk
+from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.params import from_config
-from copydetect.shards import Embeddings, read_embedding_shard, read_shard_ids
+from copydetect.shards import STRING, Embeddings, read_embedding_shard, read_shard_ids
 
 logger = logging.getLogger(__name__)
 
-GPU_MAX_K = 2048  # faiss GPU k-selection limit
 # Bound on |faiss float32 inner product − exact| for unit vectors (float32 sums of ≤ a few
 # thousand terms are off by ~1e-6); a cut-off closer than this to the k-th score is widened.
 TIE_TOL = 1e-4
-RESULT_BUDGET = 1 << 20  # query rows × width of one faiss call (bounds the result arrays)
 EXACT_BUDGET = 1 << 23  # gathered float64 elements per exact rescoring block (64 MiB)
 NORMALIZATION_FORMAT = "copydetect-normalization"
 NORMALIZATION_VERSION = 1
@@ -58,8 +57,7 @@ CANDIDATE_COLUMNS = [
     "global_normalized",
     "global_rank",
 ]
-_GPU_MODES = ("auto", "never", "always")
-_STR = h5py.string_dtype(encoding="utf-8")
+_STR = STRING  # normalization files
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -392,43 +390,10 @@ class GlobalSearchParams:
         return from_config(cls, values, "global search")
 
 
-@dataclass
-class _Device:
-    """Where flat inner-product indexes live: GPU resources (kept alive here) or None = CPU."""
-
-    resources: Any = None
-
-    @classmethod
-    def choose(cls, use_gpu: str) -> _Device:
-        if use_gpu not in _GPU_MODES:
-            raise ValueError(f"use_gpu must be one of {_GPU_MODES}, got {use_gpu!r}")
-        available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-        if use_gpu == "always" and not available:
-            raise RuntimeError("use_gpu is 'always' but faiss sees no GPU (faiss-gpu needed)")
-        if available and use_gpu != "never":
-            return cls(faiss.StandardGpuResources())
-        return cls()
-
-    @property
-    def max_k(self) -> int:
-        return GPU_MAX_K if self.resources is not None else sys.maxsize
-
-    def index(self, vectors: np.ndarray) -> Any:
-        """A flat IP index holding ``vectors`` (float32 storage on GPU too: scores are compared
-        with a tolerance of ``TIE_TOL`` only)."""
-        d = vectors.shape[1]
-        if self.resources is not None:
-            index = faiss.GpuIndexFlatIP(self.resources, d)
-        else:
-            index = faiss.IndexFlatIP(d)
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        return index
-
-
 # --- exact top-k within one index ------------------------------------------------------------
 
 
-def _exact_ip(queries: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _exact_ip(queries: np.ndarray, idx: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """float64 inner products of each query with the ``ref`` rows in ``idx`` (-1 gives -inf).
 
     An elementwise product summed over the last axis gives the same bits for a pair whatever the
@@ -446,66 +411,24 @@ def _exact_ip(queries: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarr
     return out
 
 
-def _sorted_exact(
-    index: Any, queries: np.ndarray, ref: np.ndarray, width: int, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One faiss search of ``width``, rescored exactly and ordered by (score desc, row).
-
-    Returns the top-k exact scores and rows, and faiss' own smallest returned score (the bound
-    on everything it did not return).
-    """
-    approx, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), width)
-    idx = idx.astype(np.int64)
-    exact = _exact_ip(queries, ref, idx)
-    order = np.lexsort((np.where(idx < 0, len(ref), idx), -exact), axis=-1)[:, :k]
-    bound = np.where(idx[:, -1] < 0, -np.inf, approx[:, -1])
-    return np.take_along_axis(exact, order, -1), np.take_along_axis(idx, order, -1), bound
-
-
 def exact_topk(
-    device: _Device, index: Any, queries: np.ndarray, ref: np.ndarray, k: int
+    device: Device, queries: np.ndarray, ref: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows of ``ref`` (indexed in ``index``) by exact inner product, ties by smaller row.
+    """Top-k rows of ``ref`` by exact inner product, ties by smaller row.
 
-    Searches k + 1; a row whose faiss cut-off is within ``TIE_TOL`` of its k-th exact score may
-    hide a tie or a rounding swap, so it is searched again 4× wider until it is safe.
+    faiss proposes, :func:`_exact_ip` rescores; rows whose faiss cut-off is within ``TIE_TOL``
+    of the k-th exact score are widened (:func:`copydetect.knn.tie_safe_topk`).
     Returns ``sims`` float64 [n, k] (-inf = none) and ``rows`` int64 [n, k] (-1 = none).
     """
-    n, m = len(queries), len(ref)
-    sims, rows = np.full((n, k), -np.inf), np.full((n, k), -1, dtype=np.int64)
-    todo, width = np.arange(n), min(k + 1, m, device.max_k)
-    while len(todo) and m:
-        unsure, step = [], max(1, RESULT_BUDGET // width)
-        for start in range(0, len(todo), step):
-            batch = todo[start : start + step]
-            s, r, bound = _sorted_exact(index, queries[batch], ref, width, k)
-            sims[batch, : s.shape[1]], rows[batch, : r.shape[1]] = s, r
-            if width < m:
-                unsure.append(batch[bound >= sims[batch, k - 1] - TIE_TOL])
-        todo = np.concatenate(unsure) if unsure else todo[:0]
-        if len(todo) and width >= device.max_k:
-            logger.warning(
-                "%d rows near-tied beyond width %d; keeping faiss' choice", len(todo), width
-            )
-            break
-        width = min(4 * width, m, device.max_k)
-    return sims, rows
+    searcher = device.flat_ip(ref, rescore=partial(_exact_ip, ref=ref), tolerance=TIE_TOL)
+    return tie_safe_topk(searcher, queries, k, len(ref))
 
 
 # --- k-NN over reference shards --------------------------------------------------------------
 
 
-class GlobalNeighbors(NamedTuple):
-    """Top-k references of every query (row i belongs to ``query_ids[i]``), best first."""
-
-    query_ids: list[str]
-    similarities: np.ndarray  # float32 [nq, k], -inf = no reference
-    reference_ids: np.ndarray  # str [nq, k], "" = no reference
-    reference_shards: np.ndarray  # str [nq, k] (shard file stem), "" = no reference
-
-
 @dataclass
-class _TopK:
+class ShardTopK:
     """Running top-k of a query batch, optionally with the vectors of its first ``g`` entries
     (gathered on the way for αQE, so no reference shard is read twice for it)."""
 
@@ -515,32 +438,29 @@ class _TopK:
     vectors: np.ndarray  # float32 [n, g, d]
 
     @classmethod
-    def empty(cls, n: int, k: int, g: int, d: int) -> _TopK:
+    def empty(cls, n: int, k: int, g: int, d: int) -> ShardTopK:
         none = np.full((n, k), "", dtype=str)
         return cls(np.full((n, k), -np.inf), none, none.copy(), np.zeros((n, g, d), np.float32))
 
-    def merge(self, sims: np.ndarray, ids: np.ndarray, shard: str, vectors: np.ndarray) -> _TopK:
+    def merge(
+        self, sims: np.ndarray, ids: np.ndarray, shard: str, vectors: np.ndarray
+    ) -> ShardTopK:
         """Exact top-k of self and one shard's sorted top-k, ordered by (score desc, id).
 
         The vectors of the new first g come from the first g of either side: an entry at
         position j of a sorted side has j entries ahead of it in the merge, so rank < g ⇒ j < g.
         """
         k, g = self.sims.shape[1], self.vectors.shape[1]
-        all_sims = np.concatenate([self.sims, sims], axis=1)
-        all_ids = np.concatenate([self.ids, ids], axis=1)
         all_shards = np.concatenate([self.shards, np.where(ids != "", shard, "")], axis=1)
-        order = np.lexsort((all_ids, -all_sims), axis=-1)[:, :k]
-        top = np.take_along_axis
+        top_sims, top_ids, order = merge_topk(self.sims, self.ids, sims, ids, k, descending=True)
         if g:
             source = np.concatenate([self.vectors, vectors], axis=1)
             col = order[:, :g]
             col = np.where(col < k, col, col - k + g)
-            vectors = top(source, col[:, :, None], 1)
+            vectors = np.take_along_axis(source, col[:, :, None], 1)
         else:
             vectors = self.vectors
-        return _TopK(
-            top(all_sims, order, -1), top(all_ids, order, -1), top(all_shards, order, -1), vectors
-        )
+        return ShardTopK(top_sims, top_ids, np.take_along_axis(all_shards, order, -1), vectors)
 
 
 def _shard_topk(
@@ -549,7 +469,7 @@ def _shard_topk(
     normalization: Normalization,
     k: int,
     g: int,
-    device: _Device,
+    device: Device,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """One reference shard's exact top-k (scores, ids, vectors of the first g); None if empty."""
     emb = read_embedding_shard(path)
@@ -564,21 +484,23 @@ def _shard_topk(
         raise ValueError(
             f"{path}: dim {ref.shape[1]} after normalization, queries {queries.shape[1]}"
         )
-    sims, rows = exact_topk(device, device.index(ref), queries, ref, k)
+    sims, rows = exact_topk(device, queries, ref, k)
     found_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], "")
     return sims, found_ids, ref[np.maximum(rows[:, :g], 0)]
 
 
-def _knn_pass(
+def knn_over_shards(
     queries: np.ndarray,
     reference_shards: Sequence[str | os.PathLike],
     normalization: Normalization,
     k: int,
-    device: _Device,
+    device: Device,
     gather: int = 0,
-) -> _TopK:
-    """Running exact top-k over the shards, one shard in memory at a time."""
-    top = _TopK.empty(len(queries), k, min(gather, k), queries.shape[1])
+) -> ShardTopK:
+    """Exact inner-product top-k of transformed queries over reference shards, one shard in
+    memory at a time (each transformed by ``normalization`` when read), with the vectors of the
+    first ``gather`` references. Fewer than k references leave (-inf, "", "") at a row's end."""
+    top = ShardTopK.empty(len(queries), k, min(gather, k), queries.shape[1])
     if len(queries) == 0:
         return top
     for path in reference_shards:
@@ -588,23 +510,6 @@ def _knn_pass(
             top = top.merge(found[0], found[1], Path(path).stem, found[2])
         logger.info("%s: searched in %.2f s", path, time.perf_counter() - start)
     return top
-
-
-def knn_over_shards(
-    queries: Embeddings,
-    reference_shards: Sequence[str | os.PathLike],
-    normalization: Normalization,
-    k: int,
-    use_gpu: str = "auto",
-) -> GlobalNeighbors:
-    """Exact inner-product top-k of already transformed queries over reference shards.
-
-    Each shard is transformed by ``normalization`` when read. Fewer than k references leave
-    (-inf, "", "") entries at the end of a row.
-    """
-    vectors = np.asarray(queries.vectors, dtype=np.float32)
-    top = _knn_pass(vectors, reference_shards, normalization, k, _Device.choose(use_gpu))
-    return GlobalNeighbors(list(queries.ids), top.sims.astype(np.float32), top.ids, top.shards)
 
 
 # --- αQE / DBA and score normalization --------------------------------------------------------
@@ -646,24 +551,16 @@ def dba_vectors(
     return alpha_expansion(reference_vectors, neighbor_vectors, neighbor_sims, k, alpha)
 
 
-def _bank_similarity(queries: np.ndarray, bank: np.ndarray, n: int, device: _Device) -> np.ndarray:
+def bank_similarity(queries: np.ndarray, bank: np.ndarray, n: int, device: Device) -> np.ndarray:
+    """float64 [nq]: mean of each (transformed) query's top-n similarities to the bank (all of
+    the bank when it has fewer than n vectors; 0 when it is empty)."""
     if len(bank) == 0:
         logger.warning("empty normalization bank: scores are not normalized")
         return np.zeros(len(queries))
     if len(queries) == 0:
         return np.zeros(0)
-    sims, _ = exact_topk(device, device.index(bank), queries, bank, min(n, len(bank)))
+    sims, _ = exact_topk(device, queries, bank, min(n, len(bank)))
     return sims.mean(axis=1)
-
-
-def bank_similarity(
-    queries: np.ndarray, bank: np.ndarray, n: int, use_gpu: str = "auto"
-) -> np.ndarray:
-    """float64 [nq]: mean of each (transformed) query's top-n similarities to the bank (all of
-    the bank when it has fewer than n vectors; 0 when it is empty)."""
-    return _bank_similarity(
-        np.asarray(queries, np.float32), np.asarray(bank, np.float32), n, _Device.choose(use_gpu)
-    )
 
 
 def normalize_similarities(
@@ -677,7 +574,7 @@ def normalize_similarities(
 
 
 def _candidate_table(
-    query_ids: Sequence[str], top: _TopK, bank_sims: np.ndarray, params: GlobalSearchParams
+    query_ids: Sequence[str], top: ShardTopK, bank_sims: np.ndarray, params: GlobalSearchParams
 ) -> pd.DataFrame:
     """Rows of found references with raw and normalized scores, top per query by the ranking
     score (normalized when ``normalize_scores``), ties by reference id."""
@@ -713,17 +610,17 @@ def global_candidates(
 ) -> pd.DataFrame:
     """Candidates of one query shard (raw embeddings): normalize, optional αQE, k-NN over the
     reference shards, score normalization against the bank of the final query vectors."""
-    device = _Device.choose(params.use_gpu)
+    device = Device.choose(params.use_gpu)
     x = normalization.apply(queries.vectors)
     if params.qe_k:
-        first = _knn_pass(
+        first = knn_over_shards(
             x, reference_shards, normalization, max(params.k, params.qe_k), device, params.qe_k
         )
         x = alpha_expansion(x, first.vectors, first.sims, params.qe_k, params.qe_alpha)
         del first
-    top = _knn_pass(x, reference_shards, normalization, params.k, device)
+    top = knn_over_shards(x, reference_shards, normalization, params.k, device)
     if params.normalize_scores:
-        bank_sims = _bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
+        bank_sims = bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
     else:
         bank_sims = np.zeros(len(x))
     return _candidate_table(queries.ids, top, bank_sims, params)
@@ -746,7 +643,7 @@ def augment_references(
     if k == 0 or len(vectors) == 0:
         return l2_normalize(vectors).astype(np.float32)
     identity = Normalization.identity(vectors.shape[1])
-    top = _knn_pass(vectors, reference_shards, identity, k + 1, _Device.choose(use_gpu), k + 1)
+    top = knn_over_shards(vectors, reference_shards, identity, k + 1, Device.choose(use_gpu), k + 1)
     # Each reference finds itself; move that entry last (stable) and keep the first k others.
     is_self = top.ids == np.asarray(shard.ids, dtype=object)[:, None]
     order = np.argsort(is_self, axis=1, kind="stable")[:, :k]

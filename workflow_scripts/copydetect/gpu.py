@@ -6,11 +6,12 @@ device 0. A lease is an exclusive, non-blocking ``flock`` on one lock file per d
 node-local lock directory. The descriptor stays open for the lease's life and the kernel drops
 the lock when it closes, including when the job is SIGKILLed, so a dead job never strands a
 device. The job then sets ``CUDA_VISIBLE_DEVICES`` to the leased device(s); that must happen
-before torch or faiss initialise CUDA, so lease first and import/use them afterwards.
+before torch or faiss initialise CUDA, so lease first and import/use them afterwards (rule
+scripts lease in ``copydetect.rule_script.start``, before their heavy imports).
 
-The lock directory must be on a node-local file system (the default lives in ``/tmp``), never
-on a shared one: devices belong to one node, and ``flock`` over NFS is not reliable. Holders
-of a lock can be listed with ``lslocks`` or ``fuser LOCKFILE``.
+The lock directory (config key ``gpu.lock_dir``, in ``/tmp`` by default) must be on a
+node-local file system, never on a shared one: devices belong to one node, and ``flock`` over
+NFS is not reliable. Holders of a lock can be listed with ``lslocks`` or ``fuser LOCKFILE``.
 
 Devices are named as ``CUDA_VISIBLE_DEVICES`` names them. When the scheduler already set that
 variable (SLURM does), leases are taken within its list and lock files are named by those
@@ -34,7 +35,6 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOCK_DIR = Path("/tmp/copydetect-gpu-locks")
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 # Marks CUDA_VISIBLE_DEVICES as set by a lease, so a nested lease (a helper called inside a
 # leased script, or a child process it starts) reuses the devices instead of waiting on its own
@@ -194,8 +194,8 @@ def _acquire(
     n: int,
     lock_dir: str | os.PathLike,
     devices: list[str] | None,
-    wait_seconds: float,
-    poll_seconds: float,
+    wait_seconds: float = 600,
+    poll_seconds: float = 0.5,
 ) -> GpuLease:
     """Take a lease and export it to the environment (see ``gpu_lease``)."""
     if n < 0:
@@ -223,7 +223,7 @@ def _acquire(
 @contextlib.contextmanager
 def gpu_lease(
     n: int,
-    lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR,
+    lock_dir: str | os.PathLike,
     devices: list[str] | None = None,
     wait_seconds: float = 600,
     poll_seconds: float = 0.5,
@@ -251,14 +251,14 @@ def gpu_lease(
 
 def acquire_for_job(
     n: int,
-    lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR,
+    lock_dir: str | os.PathLike,
     devices: list[str] | None = None,
-    wait_seconds: float = 600,
-    poll_seconds: float = 0.5,
+    **wait: float,
 ) -> GpuLease:
-    """Like ``gpu_lease``, but held until the process exits: for a rule script that needs the
-    GPU(s) for its whole life. Call it before importing torch or faiss."""
-    lease = _acquire(n, lock_dir, devices, wait_seconds, poll_seconds)
+    """Like ``gpu_lease`` (same arguments), but held until the process exits: for a rule script
+    that needs the GPU(s) for its whole life (``copydetect.rule_script.start`` takes it). Call it
+    before importing torch or faiss."""
+    lease = _acquire(n, lock_dir, devices, **wait)
     _JOB_LEASES.append(lease)
     return lease
 
@@ -272,20 +272,3 @@ def torch_device(lease: GpuLease) -> str:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def lease_for_rule_job(n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
-    """A rule script's lease for its whole life; a lease that cannot be had ends the job with
-    one log line (exit status 1) instead of a traceback. Call it before torch or faiss touch
-    CUDA, since CUDA_VISIBLE_DEVICES is read once, when CUDA initialises."""
-    try:
-        return acquire_for_job(n, lock_dir)
-    except GpuLeaseError as exc:
-        logger.error("%s", exc)
-        raise SystemExit(1) from None
-
-
-def lease_for_device_job(device: str, n: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> GpuLease:
-    """:func:`lease_for_rule_job` for a job whose settings name a ``device``: a job told to run
-    on the CPU takes no GPU, so it never holds a device another GPU job could use."""
-    return lease_for_rule_job(0 if device == "cpu" else n, lock_dir)

@@ -15,8 +15,8 @@ order (float16 storage on GPU is lossless for 0..255 too). The only freedom left
 ties, and ties are frequent (duplicate references share descriptors exactly). Ties are broken
 everywhere by the global reference descriptor key (reference id, keypoint index): within a shard
 by storing descriptors in that order and widening the search until the tie at the k-th place is
-fully seen, across shards and groups by :func:`merge_topk`. Hence sharded == unsharded, bit for
-bit, for the exact (``flat``) index.
+fully seen (:mod:`copydetect.knn`), across shards and groups by ``knn.merge_topk``. Hence
+sharded == unsharded, bit for bit, for the exact (``flat``) index.
 
 Distances are stored squared (exact integers); ``max_distance`` and ``mean_distance`` are in plain
 L2 units.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,8 +38,10 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
+from copydetect.knn import GPU_MODES as _GPU_MODES
+from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
 from copydetect.params import from_config
-from copydetect.shards import SiftFeatures, read_shard_ids, read_sift_shard
+from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,8 @@ SEED = 1234  # IVF / PQ k-means seed: the same shard always gets the same index
 QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and the result arrays
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
-GPU_MAX_K = 2048  # faiss GPU k-selection limit
 _KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
-_STR = h5py.string_dtype(encoding="utf-8")
 _INDEX_KINDS = ("flat", "ivf_flat", "ivf_pq")
-_GPU_MODES = ("auto", "never", "always")
 VOTE_COLUMNS = [
     "query_id",
     "reference_id",
@@ -155,22 +153,6 @@ class QueryLayout:
 # --- faiss k-NN --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Searcher:
-    """A filled faiss index and what must stay alive with it (GPU resources)."""
-
-    index: Any
-    max_k: int
-    resources: Any = None
-
-
-def _gpu_wanted(params: LocalSearchParams) -> bool:
-    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    if params.use_gpu == "always" and not available:
-        raise RuntimeError("local.use_gpu is 'always' but faiss sees no GPU (faiss-gpu needed)")
-    return available and params.use_gpu != "never"
-
-
 def _add_chunked(index: Any, ref: np.ndarray) -> None:
     """Add uint8 rows as float32 a chunk at a time, so no full float32 copy coexists with the
     index's own."""
@@ -201,60 +183,24 @@ def _train_ivf(ref: np.ndarray, params: LocalSearchParams) -> Any:
     return index
 
 
-def _build_searcher(ref: np.ndarray, params: LocalSearchParams) -> _Searcher:
+def build_searcher(ref: np.ndarray, params: LocalSearchParams) -> Searcher:
     """Index the uint8 reference descriptors: exact flat by default, IVF on request, on GPU when
     wanted (float16 storage halves GPU memory and is lossless for 0..255)."""
     cpu_index = _train_ivf(ref, params) if params.index != "flat" else None
-    if not _gpu_wanted(params):
+    device = Device.choose(params.use_gpu, "local.use_gpu")
+    if not device.is_gpu:
         index = cpu_index if cpu_index is not None else faiss.IndexFlatL2(DIM)
-        _add_chunked(index, ref)
-        return _Searcher(index, max_k=len(ref))
-    res = faiss.StandardGpuResources()
-    if cpu_index is None:
+    elif cpu_index is None:
         config = faiss.GpuIndexFlatConfig()
         config.useFloat16 = True
-        index = faiss.GpuIndexFlatL2(res, DIM, config)
+        index = faiss.GpuIndexFlatL2(device.resources, DIM, config)
     else:
         options = faiss.GpuClonerOptions()
         options.useFloat16 = True
-        index = faiss.index_cpu_to_gpu(res, 0, cpu_index, options)
+        index = faiss.index_cpu_to_gpu(device.resources, 0, cpu_index, options)
         index.nprobe = params.nprobe
     _add_chunked(index, ref)
-    return _Searcher(index, max_k=GPU_MAX_K, resources=res)
-
-
-def _search_sorted(searcher: _Searcher, x: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
-    """faiss search with missing results as (inf, -1) and rows sorted by (distance, index)."""
-    dist, idx = searcher.index.search(x, width)
-    dist = np.where(idx < 0, np.float32(np.inf), dist).astype(np.float32)
-    order = np.lexsort((idx, dist), axis=-1)
-    return np.take_along_axis(dist, order, -1), np.take_along_axis(idx, order, -1).astype(np.int64)
-
-
-def _tie_safe_topk(searcher: _Searcher, x: np.ndarray, k: int, m: int) -> tuple[np.ndarray, ...]:
-    """Top-k with ties at the k-th place broken by smaller index, whatever faiss' own choice.
-
-    Searches k + 1; where the last returned distance still equals the k-th, faiss may have cut a
-    tie arbitrarily, so those rows are searched again 4× wider until the tie is seen whole.
-    """
-    out_d = np.full((len(x), k), np.inf, dtype=np.float32)
-    out_i = np.full((len(x), k), -1, dtype=np.int64)
-    rows, width = np.arange(len(x)), min(k + 1, m)
-    while len(rows):
-        still_tied = []
-        for start in range(0, len(rows), max(1, TIE_BUDGET // width)):
-            batch = rows[start : start + max(1, TIE_BUDGET // width)]
-            dist, idx = _search_sorted(searcher, x[batch], width)
-            keep = min(k, width)
-            out_d[batch, :keep], out_i[batch, :keep] = dist[:, :keep], idx[:, :keep]
-            if width < m and width > k:
-                still_tied.append(batch[(dist[:, k - 1] == dist[:, -1]) & (idx[:, -1] >= 0)])
-        rows = np.concatenate(still_tied) if still_tied else rows[:0]
-        if len(rows) and width >= searcher.max_k:
-            logger.warning("%d rows tied beyond k=%d; keeping faiss' choice", len(rows), width)
-            break
-        width = min(4 * width, m, searcher.max_k)
-    return out_d, out_i
+    return Searcher(index, device.max_k, device=device)
 
 
 def descriptor_knn(
@@ -270,31 +216,12 @@ def descriptor_knn(
     idx = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or m == 0:
         return dist, idx
-    searcher = _build_searcher(np.asarray(ref_desc, dtype=np.uint8).reshape(-1, DIM), params)
+    searcher = build_searcher(np.asarray(ref_desc, dtype=np.uint8).reshape(-1, DIM), params)
     for start in range(0, n, QUERY_CHUNK):
         chunk = np.ascontiguousarray(query_desc[start : start + QUERY_CHUNK], dtype=np.float32)
-        dist[start : start + len(chunk)], idx[start : start + len(chunk)] = _tie_safe_topk(
-            searcher, chunk, k, m
+        dist[start : start + len(chunk)], idx[start : start + len(chunk)] = tie_safe_topk(
+            searcher, chunk, k, m, TIE_BUDGET
         )
-    return dist, idx
-
-
-def merge_topk(
-    D_a: np.ndarray, I_a: np.ndarray, D_b: np.ndarray, I_b: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact merge of two row-aligned top lists of disjoint items into the top k.
-
-    Rows are ordered by (distance, key) so equal distances go to the smaller global key and the
-    result does not depend on how the items were split. Missing entries are (inf, -1).
-    """
-    dist = np.concatenate([D_a, D_b], axis=1).astype(np.float32)
-    idx = np.concatenate([I_a, I_b], axis=1).astype(np.int64)
-    order = np.lexsort((idx, dist), axis=-1)[:, :k]
-    dist, idx = np.take_along_axis(dist, order, -1), np.take_along_axis(idx, order, -1)
-    if dist.shape[1] < k:  # fewer candidates than k in total: pad
-        pad = k - dist.shape[1]
-        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
-        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
     return dist, idx
 
 
@@ -359,7 +286,7 @@ def search_group(
     for path in reference_sift_paths:
         start = time.perf_counter()
         dist_s, keys_s = _shard_topk(query_desc, path, rank, params)
-        dist, keys = merge_topk(dist, keys, dist_s, keys_s, params.k)
+        dist, keys, _ = merge_topk(dist, keys, dist_s, keys_s, params.k)
         logger.info("%s: searched in %.1f s", path, time.perf_counter() - start)
     return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
 
@@ -400,7 +327,7 @@ def _merge_two(a: Neighbors, b: Neighbors, k: int) -> Neighbors:
         # Index -1 picks the trailing -1, so missing entries stay missing.
         return _encode_keys(new_index[nb.ref_index], nb.ref_keypoint)
 
-    dist, keys = merge_topk(a.distances, rekey(a), b.distances, rekey(b), k)
+    dist, keys, _ = merge_topk(a.distances, rekey(a), b.distances, rekey(b), k)
     return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
 
 
@@ -429,9 +356,9 @@ def _no_neighbors(n: int) -> Neighbors:
 def write_neighbors(path: str | os.PathLike, neighbors: Neighbors) -> None:
     """Write a neighbours file atomically (HDF5; distances are squared L2)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ref_ids", data=np.array(neighbors.ref_ids, dtype=object), dtype=_STR)
+        f.create_dataset("ref_ids", data=np.array(neighbors.ref_ids, dtype=object), dtype=STRING)
         f.create_dataset(
-            "ref_shards", data=np.array(neighbors.ref_shards, dtype=object), dtype=_STR
+            "ref_shards", data=np.array(neighbors.ref_shards, dtype=object), dtype=STRING
         )
         f.create_dataset("distances", data=neighbors.distances.astype(np.float32))
         f.create_dataset("ref_index", data=neighbors.ref_index.astype(np.int32))
@@ -520,24 +447,3 @@ def select_candidates(
     )
     top = kept.groupby("query_id", sort=False).head(candidates_per_query)
     return top[VOTE_COLUMNS].reset_index(drop=True)
-
-
-def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write a table as CSV atomically (header always, so an empty table is a valid file)."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Prefers Linux's VmHWM: ``ru_maxrss`` also counts the parent's resident size at fork/exec
-    (Linux carries it over exec), which would charge a big Snakemake parent to the job.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

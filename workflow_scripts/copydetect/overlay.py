@@ -23,14 +23,12 @@ Dataset layout (YOLO)::
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import math
 import os
 import random
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -43,7 +41,9 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from copydetect.atomic import atomic_directory
 from copydetect.params import from_config
+from copydetect.rng import purpose_rng
 from copydetect.shards import decode_rgb, read_jpegs, read_shard_ids
 from copydetect.synth import edit_shapes
 
@@ -503,14 +503,6 @@ class ImagePlan:
     background: int | None  # only for the photo kind
 
 
-def _rng(seed: int, *purpose: object) -> random.Random:
-    """An independent generator per image: the n-th image does not depend on the others.
-
-    ``random.Random`` hashes a str seed with SHA-512, so this does not depend on PYTHONHASHSEED.
-    """
-    return random.Random(":".join(str(p) for p in (seed, *purpose)))
-
-
 def list_sources(shards: Sequence[str | os.PathLike]) -> Sources:
     """Every image of ``shards``; the order does not depend on the order of the shards."""
     paths = sorted(str(s) for s in shards)
@@ -529,7 +521,7 @@ def plan_images(n_sources: int, params: DatasetParams) -> list[ImagePlan]:
     counts = {"train": params.train_images, "val": params.val_images}
     for split in SPLITS:
         for index in range(counts[split]):
-            rng = _rng(params.seed, split, index, "plan")
+            rng = purpose_rng(params.seed, split, index, "plan")
             kind = rng.choices(KINDS, weights=(0.35, 0.15, 0.25, 0.25))[0]
             negative = rng.random() < params.negative_fraction
             paste = None if negative else rng.randrange(n_sources)
@@ -567,7 +559,7 @@ def yolo_label(box: Box | None, size: tuple[int, int]) -> str:
 
 
 def _render_plan(plan: ImagePlan, images: dict[int, Image.Image], params: DatasetParams):
-    rng = _rng(params.seed, plan.split, plan.index, "render")
+    rng = purpose_rng(params.seed, plan.split, plan.index, "render")
     paste = images[plan.paste] if plan.paste is not None else None
     background = images[plan.background] if plan.background is not None else None
     img, box = compose(paste, background, plan.kind, rng, params)
@@ -618,15 +610,6 @@ def _write_dataset(
     return summary
 
 
-def publish_directory(stage: Path, final: Path) -> None:
-    """Move a finished folder onto ``final`` (replacing an old one) with renames only."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(stage, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def synthesize_overlay_dataset(
     shards: Sequence[str | os.PathLike], out_dir: str | os.PathLike, params: DatasetParams
 ) -> dict[str, Any]:
@@ -637,15 +620,8 @@ def synthesize_overlay_dataset(
     """
     final = Path(out_dir)
     sources = list_sources(shards)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
+    with atomic_directory(final) as stage:
         summary = _write_dataset(sources, stage, final, params)
-        publish_directory(stage, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(stage)
     logger.info(
         "overlay dataset %s: %s from %d sources", final, summary["images"], summary["n_sources"]
     )

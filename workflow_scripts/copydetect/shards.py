@@ -27,7 +27,7 @@ from PIL import Image
 
 from copydetect.atomic import atomic_path
 
-_STR = h5py.string_dtype(encoding="utf-8")
+STRING = h5py.string_dtype(encoding="utf-8")  # every id dataset; read back with .asstr()
 
 
 class CorruptShardError(ValueError):
@@ -127,7 +127,7 @@ def write_image_shard(path: str | os.PathLike, records: Sequence[ImageRecord]) -
     ids = [r.id for r in records]
     sizes = np.array([r.orig_size for r in records], dtype=np.int32).reshape(-1, 2)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=ids, dtype=_STR)
+        f.create_dataset("ids", data=ids, dtype=STRING)
         jpeg = f.create_dataset("jpeg", (len(records),), dtype=h5py.vlen_dtype(np.uint8))
         for i, r in enumerate(records):
             jpeg[i] = np.frombuffer(r.jpeg, dtype=np.uint8)
@@ -172,12 +172,6 @@ def decode_rgb(jpeg: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def iter_images(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(id, rgb_array)`` for every image of an image shard."""
-    for record in iter_image_records(path):
-        yield record.id, decode_rgb(record.jpeg)
-
-
 def _row_index(
     all_ids: Sequence[str], ids: Sequence[str], path: str | os.PathLike
 ) -> dict[str, int]:
@@ -214,7 +208,7 @@ def write_sift_shard(path: str | os.PathLike, features: Sequence[SiftFeatures]) 
     ids = [x.id for x in features]
     row_crc = [_sift_row_crc(keypoints, descriptors, offsets, i) for i in range(len(ids))]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=ids, dtype=_STR)
+        f.create_dataset("ids", data=ids, dtype=STRING)
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("keypoints", data=keypoints)
         f.create_dataset("descriptors", data=descriptors)
@@ -326,7 +320,7 @@ def write_embedding_shard(
     if vectors.shape[0] != len(ids):
         raise ValueError(f"{len(ids)} ids but {vectors.shape[0]} vectors for {path}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=list(ids), dtype=_STR)
+        f.create_dataset("ids", data=list(ids), dtype=STRING)
         f.create_dataset("vectors", data=vectors)
         f.attrs["header_crc32"] = _crc(_ids_bytes(list(ids)), vectors)
 
@@ -347,5 +341,5 @@ def export_isc2021(shards: Sequence[str | os.PathLike], path: str | os.PathLike)
     ids = [i for p in parts for i in p.ids]
     vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, 0))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("image_names", data=ids, dtype=_STR)
+        f.create_dataset("image_names", data=ids, dtype=STRING)
         f.create_dataset("vectors", data=vectors.astype(np.float32))

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from copydetect.atomic import atomic_path
+from copydetect.ingest import read_rejects
 from copydetect.shards import read_shard_ids
 
 
@@ -52,10 +53,9 @@ def summarize_shards(
             writer.writerow([image_id, path, reason])
             reasons[_reason_code(reason)] += 1
         for table in reject_tables:
-            with open(table, newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    writer.writerow([row["id"], row["path"], row["reason"]])
-                    reasons[_reason_code(row["reason"])] += 1
+            for reject in read_rejects(table):
+                writer.writerow([reject.id, reject.path, reject.reason])
+                reasons[_reason_code(reject.reason)] += 1
     summary.n_rejected = sum(reasons.values())
     summary.reasons = dict(sorted(reasons.items()))
     return summary

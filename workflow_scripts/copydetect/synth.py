@@ -31,9 +31,7 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+from copydetect.atomic import publish_entries, scratch_dir
+from copydetect.rng import purpose_rng
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ _WORDS = (
     "copy", "sale", "new", "lol", "wow", "meme", "top", "best", "free", "look", "omg", "when",
     "me", "you", "2021", "live", "news", "hot", "cool", "share", "like", "follow", "win", "now",
 )  # fmt: skip
-
-
-def _rng(seed: int, *purpose: object) -> random.Random:
-    """An independent generator per purpose: adding a query never shifts the edits of another.
-
-    ``random.Random`` hashes a str seed with SHA-512, so this does not depend on PYTHONHASHSEED.
-    """
-    return random.Random(":".join(str(p) for p in (seed, *purpose)))
 
 
 def _random_color(rng: random.Random) -> Color:
@@ -424,7 +417,7 @@ def split_sources(sources: Sequence[Path], cfg: SynthesisConfig) -> SourceSplit:
             f"distractors {cfg.n_distractors} + training {cfg.n_training} + backgrounds "
             f"{cfg.n_backgrounds}), given {len(candidates)}"
         )
-    _rng(cfg.seed, "split").shuffle(candidates)
+    purpose_rng(cfg.seed, "split").shuffle(candidates)
     quotas = [cfg.n_references, cfg.n_distractors, cfg.n_training, cfg.n_backgrounds]
     roles: list[list[Path]] = [[] for _ in quotas]
     skipped, role = 0, 0
@@ -481,14 +474,14 @@ def plan_queries(
     """Copies (references in seeded order, cycling if there are more queries than references)
     and distractors, shuffled together; the list index becomes the query id."""
     order = list(range(len(reference_ids)))
-    _rng(cfg.seed, "copy-sources").shuffle(order)
+    purpose_rng(cfg.seed, "copy-sources").shuffle(order)
     plans = []
     for i in range(cfg.n_copy_queries):
         ref = order[i % len(order)]
         plans.append(QueryPlan(split.references[ref], reference_ids[ref], f"copy:{i}"))
     for i, path in enumerate(split.distractors):
         plans.append(QueryPlan(path, "", f"distractor:{i}"))
-    _rng(cfg.seed, "query-order").shuffle(plans)
+    purpose_rng(cfg.seed, "query-order").shuffle(plans)
     return plans
 
 
@@ -512,7 +505,7 @@ def render_query(
 ) -> tuple[Image.Image, list[dict[str, Any]]]:
     """Edit one query's source: copies get min..max edits, distractors 0..max (so that the
     number of edits does not tell them apart)."""
-    rng = _rng(cfg.seed, plan.key)
+    rng = purpose_rng(cfg.seed, plan.key)
     img = load_rgb(plan.source, cfg.max_side)
     if img is None:
         raise OSError(f"source image became unreadable: {plan.source}")
@@ -554,20 +547,6 @@ def _write_queries(
     return distractor_rows
 
 
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Replace this synthesizer's outputs in ``out_dir`` (and only those) with the staged ones,
-    so that stale files from an earlier, larger run never survive."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        if (stage / name).exists():
-            os.replace(stage / name, target)
-
-
 def _synthesize_into(sources: Sequence[Path], out: Path, cfg: SynthesisConfig) -> SynthesisSummary:
     split = split_sources(sources, cfg)
     label = _labeler(sources)
@@ -596,13 +575,10 @@ def synthesize(sources: Sequence[Path], out_dir: Path, cfg: SynthesisConfig) -> 
     a failed or killed run leaves no half-written set behind.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth-", dir=out_dir.parent))
-    try:
+    with scratch_dir(out_dir.parent, f".{out_dir.name}.synth-") as stage:
         summary = _synthesize_into([Path(p) for p in sources], stage, cfg)
-        _publish(stage, out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        # Only this synthesizer's outputs are replaced: stale ones of a larger run never survive.
+        publish_entries(stage, out_dir, OUTPUT_NAMES)
     log.info("synthesized %s into %s", summary, out_dir)
     return summary
 

@@ -19,12 +19,11 @@ RANSAC is seeded before each fit so the evidence is reproducible.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -35,10 +34,11 @@ import pandas as pd
 from copydetect.params import from_config
 from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray, extract_sift
+from copydetect.tables import ID_COLUMNS
+from copydetect.threads import single_thread
 
 logger = logging.getLogger(__name__)
 
-ID_COLUMNS = ("query_id", "reference_id", "reference_shard")
 # Distance of two orthogonal non-negative unit vectors: the largest RootSIFT distance, used as
 # the mean match distance of a pair without matches.
 MAX_DISTANCE = math.sqrt(2.0)
@@ -286,21 +286,6 @@ class _Inputs:
 _INPUTS: _Inputs | None = None
 
 
-@contextlib.contextmanager
-def _opencv_single_threaded() -> Iterator[None]:
-    """Stop OpenCV's thread pool in the parent while forked workers live.
-
-    A forked child that calls ``cv2.setNumThreads`` hangs when the parent's pool has threads
-    (they are not copied by fork); with the parent at one thread the call is a no-op.
-    """
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
-
-
 def _init_worker() -> None:
     # Parallelism is one process per worker; OpenCV threads inside them would oversubscribe.
     cv2.setNumThreads(1)
@@ -384,8 +369,10 @@ def verify_candidates(
             results = [_verify_query(task) for task in tasks]
         else:
             context = multiprocessing.get_context("fork")
+            # A forked child that calls cv2.setNumThreads hangs when the parent's pool has
+            # threads (fork does not copy them): the parent stays at one while workers live.
             with (
-                _opencv_single_threaded(),
+                single_thread(cv2.getNumThreads, cv2.setNumThreads),
                 context.Pool(processes, initializer=_init_worker) as pool,
             ):
                 results = list(pool.imap_unordered(_verify_query, tasks, chunksize=1))
@@ -409,22 +396,6 @@ def _attach_evidence(table: pd.DataFrame, results: list[tuple[int, dict]]) -> pd
         int(table["flipped"].sum()),
     )
     return table
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a candidates or pairs CSV with the id columns as exact strings.
-
-    Ids like ``000123`` or ``NA`` must survive: they are read as text, with no NA parsing;
-    the other columns parse normally (an empty field is NaN).
-    """
-    header = pd.read_csv(path, nrows=0).columns
-    ids = [c for c in header if c in ID_COLUMNS]
-    return pd.read_csv(
-        path,
-        dtype={c: str for c in ids},
-        keep_default_na=False,
-        na_values={c: ["", "nan", "NaN"] for c in header if c not in ids},
-    )
 
 
 # --- Inlier correspondences of one pair, for drawing (the gallery) ---------------------------

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import numpy as np
 from copydetect.atomic import atomic_path
 from copydetect.params import from_config
 from copydetect.shards import read_sift_shard, sift_descriptor_count, write_embedding_shard
+from copydetect.threads import single_thread
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +71,10 @@ class VladParams:
         return from_config(cls, values, "vlad")
 
 
-@contextlib.contextmanager
-def single_faiss_thread() -> Iterator[None]:
-    """Run faiss on one OpenMP thread inside the block, restoring the previous count after.
-
-    One thread makes k-means independent of the core count; shard jobs are the parallelism
-    anyway, so more threads would only oversubscribe.
-    """
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
+def single_faiss_thread() -> contextlib.AbstractContextManager[None]:
+    """faiss on one OpenMP thread inside the block: k-means then does not depend on the core
+    count, and shard jobs are the parallelism anyway."""
+    return single_thread(faiss.omp_get_max_threads, faiss.omp_set_num_threads)
 
 
 def to_unit(descriptors: np.ndarray) -> np.ndarray:

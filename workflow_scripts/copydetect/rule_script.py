@@ -1,0 +1,78 @@
+"""The start of every rule script: ``job = start(snakemake)``, then the script's own work.
+
+``start`` sends the job's stdout and stderr to its log file, sets the one log format and, when
+the rule declares ``resources: gpu``, leases that many devices for the job's whole life (see
+``copydetect.gpu``).
+
+Why each script does its work in a ``main()`` that imports the heavy modules itself, called
+after ``start``: the lease sets ``CUDA_VISIBLE_DEVICES``, which CUDA reads once, when it
+initialises, and whether an import initialises it is up to each library and version
+(``torch.cuda.is_available()`` does, and ultralytics may call it at import). Rather than rely on
+that, a script's module level imports only the standard library and this module (itself only
+the standard library and ``copydetect.gpu``), so nothing can touch CUDA before the lease, and an
+import error lands in the job's log instead of the terminal. ``tests/test_rule_script.py``
+checks this for every script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from copydetect.gpu import GpuLease, GpuLeaseError, acquire_for_job
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class RuleJob:
+    """What a started job holds: its GPU lease (empty on the CPU)."""
+
+    lease: GpuLease
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the job holds a device (it may still run on the CPU if CUDA is missing)."""
+        return bool(self.lease.devices)
+
+
+def start(snakemake: Any, device: str | None = None) -> RuleJob:
+    """Start a rule script's job: log redirect, log format, then the GPU lease.
+
+    ``device`` is the device setting of a job that has one (a model's or the detector's): a job
+    told to run on ``"cpu"`` takes no lease, so it never holds a GPU another job could use. The
+    lease is ``resources.gpu`` devices (none when the rule declares no gpu), with the lock files
+    in ``params.gpu_lock_dir``, which every GPU rule declares.
+    """
+    redirect_output(snakemake.log[0])
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
+    logging.captureWarnings(True)  # library warnings (Pillow, torch) become log lines too
+    gpus = 0 if device == "cpu" else int(snakemake.resources.get("gpu", 0))
+    return RuleJob(lease=lease_devices(gpus, snakemake.params.gpu_lock_dir) if gpus else GpuLease())
+
+
+def redirect_output(log_path: str) -> None:
+    """Send stderr and stdout (libraries such as ultralytics print progress there) to the log."""
+    sys.stderr = open(log_path, "w")  # noqa: SIM115 - the log lives as long as the job
+    sys.stdout = sys.stderr
+
+
+def lease_devices(n: int, lock_dir: str) -> GpuLease:
+    """Lease ``n`` GPUs until the process exits; a lease that cannot be had ends the job."""
+    with exit_cleanly_on(GpuLeaseError):
+        return acquire_for_job(n, lock_dir)
+
+
+@contextlib.contextmanager
+def exit_cleanly_on(*errors: type[Exception]) -> Iterator[None]:
+    """End the job on the errors it expects (bad settings, a missing file, no free GPU) with one
+    log line and exit status 1: their message names the key or file, a traceback adds nothing."""
+    try:
+        yield
+    except errors as exc:
+        logging.error("%s", exc)
+        raise SystemExit(1) from None
