@@ -3,7 +3,9 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The defaults, always the workflow's own (also under --directory); user files and --config are
+# merged over them key by key.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

@@ -228,7 +228,7 @@ def votes_at(data: RecallData, d_true: np.ndarray, cp: Checkpoint, config: dict)
     ahead = other[other["votes"] >= other["true"]].groupby("q").size()  # ties: pessimistic
     rank = 1 + ahead.reindex(range(len(true_votes)), fill_value=0).to_numpy()
     rank = np.where(true_votes > 0, rank, np.iinfo(np.int64).max)
-    local = config["local"]
+    local = config["local"]["candidates"]
     candidate = (true_votes >= local["min_votes"]) & (rank <= local["candidates_per_query"])
     return {
         "n": cp.n,
@@ -392,7 +392,9 @@ def memory_runs(args: argparse.Namespace) -> dict:
     }
     peaks = {}
     for name, (queries, ref, index) in jobs.items():
-        ns.config = {**args.config, "local": {**args.config["local"], "index": index}}
+        local = args.config["local"]
+        search = {**local["search"], "index": index}
+        ns.config = {**args.config, "local": {**local, "search": search}}
         run = scale.local_search_job(0, paths[queries], [paths[ref]], f"recall_{name}", ns)
         peaks[name] = run.rss_mib
     for path in paths.values():
@@ -463,7 +465,7 @@ def report(args, data, d_true, snapshots, points, fits, blocks, peaks, total_s) 
         f"{p['median_votes']:.0f} |"
         for p in points
     ]
-    local = args.config["local"]
+    local = args.config["local"]["candidates"]
     n_q = len(data.queries)
     cmd = "`.venv/bin/python benchmarks/local_recall.py" + (" --quick`" if args.quick else "`")
     return "\n".join(
@@ -488,8 +490,8 @@ def report(args, data, d_true, snapshots, points, fits, blocks, peaks, total_s) 
             "script's docstring). Rank = 1 + other references with at least as many votes "
             "(ties pessimistic); "
             f"candidate = ≥ {local['min_votes']} votes and rank ≤ "
-            f"{local['candidates_per_query']} (`local.min_votes`, "
-            "`local.candidates_per_query`).",
+            f"{local['candidates_per_query']} (`local.candidates.min_votes`, "
+            "`local.candidates.candidates_per_query`).",
             "",
             "| reference descriptors N | padding | vote recall | true ref rank 1 | "
             "local candidate | median true votes |",

@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 WORK = ROOT / "benchmarks" / "work" / "scale"
 REAL_SIFT = ROOT / "benchmarks/work/bench_run/results/sift/references/s0000.h5"
-CANDIDATE_KEYS = ("candidates_per_query", "min_votes")
 HEADING = "## Search and verify jobs at 10k vs 100k references (benchmarks/scale.py)"
 
 from local_search import cpu_model  # noqa: E402
@@ -137,7 +136,7 @@ def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
 
 def ensure_query_data(args: argparse.Namespace, table: np.ndarray) -> None:
     """Full and tiny query SIFT shards, the query embedding shard and the bank."""
-    from copydetect.global_search import Normalization, write_normalization
+    from copydetect.normalization import Normalization, write_normalization
 
     n, kp = args.query_shard_size, args.keypoints
     if not (args.work / "q_full.h5").exists():
@@ -194,7 +193,7 @@ def write_local_candidates(path: Path, n_refs: int, args: argparse.Namespace) ->
     from copydetect.tables import write_csv
 
     rng = np.random.default_rng(n_refs)
-    per_query = args.config["local"]["candidates_per_query"]
+    per_query = args.config["local"]["candidates"]["candidates_per_query"]
     rows = []
     for q in range(args.verify_queries):
         for r in rng.choice(n_refs, per_query, replace=False):
@@ -251,11 +250,6 @@ def run_job(name: str, n_refs: int, script: str, args: argparse.Namespace, **spe
     return run
 
 
-def local_params(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
-    skip = (*skip, "reference_shards_per_job")
-    return {k: v for k, v in args.config["local"].items() if k not in skip}
-
-
 def local_search_job(
     n_refs: int, queries: Path, shards: list[Path], name: str, args: argparse.Namespace
 ) -> JobRun:
@@ -268,7 +262,7 @@ def local_search_job(
         input={"queries": str(queries), "references": [str(p) for p in shards]},
         output={"neighbors": str(out)},
         params={
-            "local": local_params(args, (*CANDIDATE_KEYS, "max_distance", "ratio")),
+            "search": args.config["local"]["search"],
             "gpu_lock_dir": str(args.work / "locks"),
         },
     )
@@ -289,8 +283,9 @@ def local_candidates_job(n_refs: int, args: argparse.Namespace) -> JobRun:
         input={"queries": str(args.work / "q_full.h5"), "neighbors": [str(p) for p in files]},
         output={"votes": f"{out}.votes.csv", "candidates": f"{out}.csv"},
         params={
-            "local": local_params(args, CANDIDATE_KEYS),
-            "candidates": {k: args.config["local"][k] for k in CANDIDATE_KEYS},
+            "search": args.config["local"]["search"],
+            "votes": args.config["local"]["votes"],
+            "candidates": args.config["local"]["candidates"],
         },
     )
     run.note = f"{len(files)} neighbour file{'s' if len(files) > 1 else ''}"

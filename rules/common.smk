@@ -179,29 +179,6 @@ def crop_pair_tables(wildcards):
     )
 
 
-_CANDIDATE_KEYS = ("candidates_per_query", "min_votes")
-_VOTE_KEYS = ("max_distance", "ratio")
-
-
-def _local_params(skip):
-    skip = (*skip, "reference_shards_per_job", "mirrored_queries")
-    return {key: value for key, value in config["local"].items() if key not in skip}
-
-
-def local_search_params():
-    """The ``local`` keys a search job reads: not the vote filters nor candidate selection, so
-    changing those reruns only local_candidates, never the searches."""
-    return _local_params((*_CANDIDATE_KEYS, *_VOTE_KEYS))
-
-
-def local_vote_params():
-    return _local_params(_CANDIDATE_KEYS)
-
-
-def local_candidate_params():
-    return {key: config["local"][key] for key in _CANDIDATE_KEYS}
-
-
 # --- Global branch ----------------------------------------------------------------------------
 
 

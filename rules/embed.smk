@@ -13,7 +13,7 @@ rule fit_vlad_codebook:
     conda:
         "../envs/cpu.yaml"
     params:
-        vlad=model_params,
+        vlad=codebook_params,
     script:
         "../workflow_scripts/fit_vlad_codebook.py"
 

@@ -19,7 +19,7 @@ rule local_search:
     resources:
         gpu=1,
     params:
-        local=local_search_params(),
+        search=config["local"]["search"],
         gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/local_search_block.py"
@@ -40,8 +40,9 @@ rule local_candidates:
     conda:
         "../envs/cpu.yaml"
     params:
-        local=local_vote_params(),
-        candidates=local_candidate_params(),
+        search=config["local"]["search"],  # k: the width of the neighbour files
+        votes=config["local"]["votes"],
+        candidates=config["local"]["candidates"],
     script:
         "../workflow_scripts/local_candidates.py"
 

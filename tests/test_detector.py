@@ -261,7 +261,7 @@ def test_train_params_are_validated(tmp_path) -> None:
     assert TrainParams.from_mapping({"augment": {"fliplr": 0.0}}).augment["mosaic"] == 0.0
     with pytest.raises(ValueError, match="unknown overlay.train parameters"):
         TrainParams.from_mapping({"epoch": 3})
-    with pytest.raises(ValueError, match="fp16 needs a download"):
+    with pytest.raises(ValueError, match="amp: 'fp16' is not one of"):
         TrainParams.from_mapping({"amp": "fp16"})
     with pytest.raises(ValueError, match="unknown overlay.train.augment keys"):
         TrainParams.from_mapping({"augment": {"copy_paste": 0.5}})

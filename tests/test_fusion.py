@@ -251,17 +251,15 @@ def test_predictions_keep_top_k_then_the_cap_with_id_tie_breaks() -> None:
 
 def test_params_from_mapping() -> None:
     params = FusionParams.from_mapping(
-        {"method": "logistic", "model": "m.json", "rule": {"global_weight": 0.5}}
+        {"method": "logistic", "model": "m.json", "development": {"run": "elsewhere"}}
     )
-    assert params.method == "logistic" and params.rule.global_weight == 0.5
+    assert params.method == "logistic" and params.model == "m.json"
     with pytest.raises(ValueError, match="unknown fusion parameters"):
         FusionParams.from_mapping({"topk": 3})
-    with pytest.raises(ValueError, match="unknown fusion.rule parameters"):
-        FusionParams.from_mapping({"rule": {"knee": 3}})
     with pytest.raises(ValueError, match="method"):
         FusionParams.from_mapping({"method": "mean"})
     with pytest.raises(ValueError, match=">= 0"):
-        FusionParams.from_mapping({"rule": {"global_weight": -1}})
+        RuleConstants(global_weight=-1)
 
 
 # --- logistic ----------------------------------------------------------------------------------

@@ -15,19 +15,21 @@ from copydetect import global_search
 from copydetect.global_search import (
     CANDIDATE_COLUMNS,
     GlobalSearchParams,
-    Normalization,
-    NormalizationParams,
     alpha_expansion,
     bank_similarity,
     dba_vectors,
-    fit_normalization,
     global_candidates,
     knn_over_shards,
     normalize_similarities,
+)
+from copydetect.knn import Device
+from copydetect.normalization import (
+    Normalization,
+    NormalizationParams,
+    fit_normalization,
     read_normalization,
     write_normalization,
 )
-from copydetect.knn import Device
 from copydetect.shards import Embeddings, read_embedding_shard, write_embedding_shard
 
 HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -234,7 +236,7 @@ def test_no_pca_is_l2_only(training: SimpleNamespace) -> None:
     assert norm.projection is None and norm.output_dim == 32 and len(norm.bank) == 20
     x = training.vectors[:5]
     np.testing.assert_allclose(norm.apply(x), unit(x.astype(np.float64)), atol=1e-7)
-    assert fit_normalization([], NormalizationParams(pca_dim=0)).bank.shape[0] == 0
+    assert fit_normalization([], NormalizationParams(pca_dim=None)).bank.shape[0] == 0
 
 
 def test_whitening_floor_keeps_rank_deficient_fits_finite(training: SimpleNamespace) -> None:
@@ -435,9 +437,9 @@ def test_candidates_order_and_counts(tmp_path: Path) -> None:
 def test_params_reject_unknown_keys_and_bad_values() -> None:
     assert GlobalSearchParams.from_mapping({"k": 5, "candidates_per_query": 5}).k == 5
     assert NormalizationParams.from_mapping({"pca_dim": None}).uses_pca is False
-    with pytest.raises(ValueError, match="unknown global search"):
+    with pytest.raises(ValueError, match="unknown global.search parameters"):
         GlobalSearchParams.from_mapping({"kk": 3})
-    with pytest.raises(ValueError, match="unknown normalization"):
+    with pytest.raises(ValueError, match="unknown global.normalization parameters"):
         NormalizationParams.from_mapping({"pca": 3})
     with pytest.raises(ValueError, match="candidates_per_query"):
         GlobalSearchParams(k=5, candidates_per_query=6)

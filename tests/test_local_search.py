@@ -14,9 +14,11 @@ from script_runner import run_script
 from copydetect.knn import merge_topk
 from copydetect.local_search import (
     VOTE_COLUMNS,
+    CandidateParams,
     LocalSearchParams,
     Neighbors,
     QueryLayout,
+    VoteParams,
     count_votes,
     descriptor_knn,
     merge_neighbors,
@@ -195,8 +197,8 @@ def test_sharded_grouped_search_equals_unsharded_bit_for_bit(
     )
     assert_same_neighbors(merged, renamed)
     pd.testing.assert_frame_equal(
-        count_votes(dataset.layout, merged, params).drop(columns="reference_shard"),
-        count_votes(dataset.layout, whole, params).drop(columns="reference_shard"),
+        count_votes(dataset.layout, merged, VoteParams()).drop(columns="reference_shard"),
+        count_votes(dataset.layout, whole, VoteParams()).drop(columns="reference_shard"),
     )
     owner = {r.id: p.stem for p in dataset.shards for r in read_sift_shard(p)}
     assert merged.ref_shards == [owner[r] for r in merged.ref_ids]
@@ -248,7 +250,7 @@ def test_merge_neighbors_rejects_mismatched_inputs() -> None:
 def test_votes_pick_the_planted_reference(dataset: SimpleNamespace) -> None:
     params = LocalSearchParams()
     nb = search_group(dataset.queries, dataset.shards, params)
-    votes = count_votes(dataset.layout, nb, params)
+    votes = count_votes(dataset.layout, nb, VoteParams())
     assert list(votes.columns) == VOTE_COLUMNS
     # The distractor's 40 descriptors still have 1-NNs: a few scattered votes, never 8.
     assert votes[votes.query_id == "q_distractor"].votes.max() < 8
@@ -256,7 +258,7 @@ def test_votes_pick_the_planted_reference(dataset: SimpleNamespace) -> None:
     top = candidates.groupby("query_id").head(1).set_index("query_id")["reference_id"]
     assert top.to_dict() == dataset.planted  # the distractor and the empty query get none
     # Random descriptors are ~1100 apart, noisy copies ~30: a distance cap silences distractors.
-    capped = count_votes(dataset.layout, nb, LocalSearchParams(max_distance=200.0))
+    capped = count_votes(dataset.layout, nb, VoteParams(max_distance=200.0))
     assert set(capped.query_id) == set(dataset.planted)
     q01 = votes[(votes.query_id == "q01") & (votes.reference_id == "r04")].iloc[0]
     n_q01 = int(np.diff(dataset.layout.offsets)[dataset.layout.ids.index("q01")])
@@ -272,7 +274,7 @@ def test_empty_query_shard(tmp_path: Path, dataset: SimpleNamespace) -> None:
     assert nb.distances.shape == (0, 2) and nb.ref_ids == []
     write_neighbors(tmp_path / "n.h5", nb)
     merged = merge_neighbors([read_neighbors(tmp_path / "n.h5")], 2)
-    votes = count_votes(QueryLayout.from_features([]), merged, params)
+    votes = count_votes(QueryLayout.from_features([]), merged, VoteParams())
     assert list(votes.columns) == VOTE_COLUMNS and votes.empty
     assert select_candidates(votes, 5, 1).empty
 
@@ -289,14 +291,14 @@ def test_empty_reference_shards_in_a_group(tmp_path: Path, dataset: SimpleNamesp
         search_group(dataset.queries, [empty, dataset.shards[0], blank], params),
         search_group(dataset.queries, [dataset.shards[0]], params),
     )
-    assert count_votes(dataset.layout, alone, params).empty
+    assert count_votes(dataset.layout, alone, VoteParams()).empty
 
 
 def test_count_votes_checks_the_row_count(dataset: SimpleNamespace) -> None:
     nb = search_group(dataset.queries, dataset.shards[:1], LocalSearchParams())
     layout = QueryLayout(dataset.layout.ids[:1], dataset.layout.offsets[:2])
     with pytest.raises(ValueError, match="descriptors"):
-        count_votes(layout, nb, LocalSearchParams())
+        count_votes(layout, nb, VoteParams())
 
 
 def test_vote_filters_max_distance_and_distinct_reference_ratio() -> None:
@@ -307,8 +309,8 @@ def test_vote_filters_max_distance_and_distinct_reference_ratio() -> None:
         np.array([[0, 0], [0, 1], [1, 0], [0, 1], [1, -1]], np.int32),
         np.zeros((5, 2), np.int32),
     )
-    assert vote_mask(nb, LocalSearchParams(k=2)).tolist() == [True] * 5
-    assert vote_mask(nb, LocalSearchParams(k=2, max_distance=3.0)).tolist() == [
+    assert vote_mask(nb, VoteParams()).tolist() == [True] * 5
+    assert vote_mask(nb, VoteParams(max_distance=3.0)).tolist() == [
         True,
         True,
         False,
@@ -317,14 +319,14 @@ def test_vote_filters_max_distance_and_distinct_reference_ratio() -> None:
     ]
     # L2 ratios: row 0 both neighbours in "a" (passes), row 1 2/√5 = 0.89, row 2 10/20,
     # row 3 1/√2 = 0.71, row 4 nothing else kept (passes).
-    assert vote_mask(nb, LocalSearchParams(k=2, ratio=0.8)).tolist() == [
+    assert vote_mask(nb, VoteParams(ratio=0.8)).tolist() == [
         True,
         False,
         True,
         True,
         True,
     ]
-    assert vote_mask(nb, LocalSearchParams(k=2, ratio=0.6)).tolist() == [
+    assert vote_mask(nb, VoteParams(ratio=0.6)).tolist() == [
         True,
         False,
         True,
@@ -359,20 +361,23 @@ def test_candidates_order_ties_and_min_votes() -> None:
 # --- parameters and rule scripts ----------------------------------------------------------------
 
 
-def test_params_accept_the_config_section_and_reject_unknown_keys() -> None:
+def test_params_accept_the_config_sections_and_reject_unknown_keys() -> None:
     local = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["local"]
-    # Workflow-level keys (job layout, candidate selection, the mirrored search) stay out.
-    skip = {"reference_shards_per_job", "candidates_per_query", "min_votes", "mirrored_queries"}
-    params = LocalSearchParams.from_mapping({k: v for k, v in local.items() if k not in skip})
-    assert params.k >= 1
-    with pytest.raises(ValueError, match="unknown"):
+    assert LocalSearchParams.from_mapping(local["search"]).k >= 1
+    assert VoteParams.from_mapping(local["votes"]).ratio is None
+    assert CandidateParams.from_mapping(local["candidates"]).min_votes >= 1
+    with pytest.raises(ValueError, match="unknown local.search parameters"):
         LocalSearchParams.from_mapping({"kk": 1})
+    with pytest.raises(ValueError, match="unknown local.votes parameters"):
+        VoteParams.from_mapping({"k": 1})
     with pytest.raises(ValueError, match="pq_m"):
         LocalSearchParams(index="ivf_pq", pq_m=5)
+    with pytest.raises(ValueError, match="local.votes.ratio"):
+        VoteParams(ratio=1.5)
 
 
 def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> None:
-    local = {"k": 1, "index": "flat", "use_gpu": "never", "max_distance": None}
+    search = {"k": 1, "index": "flat", "use_gpu": "never"}
     neighbor_files = []
     for name, group in (("g0", dataset.shards[:2]), ("g1", dataset.shards[2:])):
         out = tmp_path / "search" / f"{name}.h5"
@@ -383,7 +388,7 @@ def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> No
                     queries=str(dataset.queries), references=list(map(str, group))
                 ),
                 output=SimpleNamespace(neighbors=str(out)),
-                params=SimpleNamespace(local=local, gpu_lock_dir=str(tmp_path / "locks")),
+                params=SimpleNamespace(search=search, gpu_lock_dir=str(tmp_path / "locks")),
                 resources={"gpu": 0},
                 log=[str(tmp_path / f"search_{name}.log")],
                 threads=1,
@@ -399,7 +404,9 @@ def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> No
                 votes=str(tmp_path / "votes.csv"), candidates=str(tmp_path / "cand.csv")
             ),
             params=SimpleNamespace(
-                local=local, candidates={"candidates_per_query": 2, "min_votes": 8}
+                search=search,
+                votes={"max_distance": None},
+                candidates={"candidates_per_query": 2, "min_votes": 8},
             ),
             log=[str(tmp_path / "cand.log")],
             threads=1,

@@ -90,7 +90,7 @@ def sift_shards(tmp_path: Path, features: list[SiftFeatures]) -> list[Path]:
 def test_params_reject_unknown_keys_and_bad_power() -> None:
     assert VladParams.from_mapping({"codebook_size": 32}).dim == 32 * 128
     assert VladParams.from_mapping(None) == VladParams()
-    with pytest.raises(ValueError, match="unknown vlad"):
+    with pytest.raises(ValueError, match="unknown models.vlad parameters"):
         VladParams.from_mapping({"codebooksize": 32})
     with pytest.raises(ValueError, match="power"):
         VladParams(power=0.0)

@@ -8,10 +8,11 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_helpers import photo_tiles, plan, snakemake, write_tiny_sets
+from workflow_helpers import ROOT, SNAKEMAKE, photo_tiles, plan, snakemake, write_tiny_sets
 
 from copydetect.inputs import shard_index
 
@@ -49,6 +50,25 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
     result = snakemake(tmp_path, {"verify": {"ratio": "high"}}, "-n")
     assert result.returncode != 0
     assert "['verify']['ratio']" in result.stdout
+
+
+def test_defaults_come_from_the_workflow_under_another_directory(tmp_path: Path) -> None:
+    """Only the user's partial file on the command line, run elsewhere: config/config.yaml of
+    the workflow still supplies every other key (the schema fills in nothing)."""
+    sets = write_tiny_sets(tmp_path / "data")
+    user = tmp_path / "user.yaml"
+    user.write_text(f"queries: {sets['queries']}\nreferences: {sets['references']}\n")
+    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "run")]
+    result = subprocess.run(
+        [*command, "--configfile", str(user), "-n"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "fit_vlad_codebook" in result.stdout and "local_candidates" in result.stdout
 
 
 def test_duplicate_ids_stop_the_run_naming_both_paths(tmp_path: Path) -> None:
@@ -174,11 +194,24 @@ def test_changed_verify_parameter_reruns_verify_and_what_follows(
     assert rules == ["all", "evaluate", "fuse", "make_gallery", "verify"]
 
 
+def test_changed_vlad_power_reencodes_without_refitting_the_codebook(
+    finished_run: tuple[Path, dict],
+) -> None:
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "models": {"vlad": {"power": 0.4}}})
+    rules = {rule for rule, _ in jobs}
+    assert "fit_vlad_codebook" not in rules  # power is applied when encoding
+    assert {"embed_vlad", "fit_normalization", "global_search"} <= rules
+    codebook = plan(root / "run", {**config, "models": {"vlad": {"codebook_size": 32}}})
+    assert ("fit_vlad_codebook", "model=vlad") in codebook
+
+
 def test_changed_candidate_threshold_does_not_rerun_the_search(
     finished_run: tuple[Path, dict],
 ) -> None:
     root, config = finished_run
-    jobs = plan(root / "run", {**config, "local": {"reference_shards_per_job": 2, "min_votes": 3}})
+    local = {"reference_shards_per_job": 2, "candidates": {"min_votes": 3}}
+    jobs = plan(root / "run", {**config, "local": local})
     rules = sorted({rule for rule, _ in jobs})
     assert rules == ["all", "evaluate", "fuse", "local_candidates", "make_gallery", "verify"]
 

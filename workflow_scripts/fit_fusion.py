@@ -36,13 +36,13 @@ def main() -> None:
     from copydetect.metrics import read_ground_truth
     from copydetect.tables import read_table
 
-    params = FusionParams.from_mapping(snakemake.params.fusion)
+    FusionParams.from_mapping(snakemake.params.fusion)  # checks the section the fit is for
     pair_paths, crop_paths, ground_truth = development_inputs()
     pairs = join_pair_tables(
         [read_table(path) for path in pair_paths], [read_table(path) for path in crop_paths]
     )
     labels = label_pairs(pairs, read_ground_truth(ground_truth))
-    model = fit_logistic(pairs, labels, l2=params.l2, rule=params.rule)
+    model = fit_logistic(pairs, labels)
     model.to_json(snakemake.output.model)
 
 

@@ -8,12 +8,12 @@ from copydetect.rule_script import start
 
 
 def main() -> None:
-    from copydetect.global_search import (
+    from copydetect.memory import peak_rss_mib
+    from copydetect.normalization import (
         NormalizationParams,
         fit_normalization,
         write_normalization,
     )
-    from copydetect.memory import peak_rss_mib
 
     begin = time.perf_counter()
     params = NormalizationParams.from_mapping(snakemake.params.normalization)

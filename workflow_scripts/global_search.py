@@ -13,13 +13,9 @@ from copydetect.rule_script import start
 def main() -> None:
     import faiss
 
-    from copydetect.global_search import (
-        GlobalSearchParams,
-        Normalization,
-        global_candidates,
-        read_normalization,
-    )
+    from copydetect.global_search import GlobalSearchParams, global_candidates
     from copydetect.memory import peak_rss_mib
+    from copydetect.normalization import Normalization, read_normalization
     from copydetect.shards import read_embedding_shard
     from copydetect.tables import write_csv
 

@@ -9,8 +9,10 @@ from copydetect.rule_script import start
 
 def main() -> None:
     from copydetect.local_search import (
+        CandidateParams,
         LocalSearchParams,
         QueryLayout,
+        VoteParams,
         count_votes,
         merge_neighbors,
         read_neighbors,
@@ -21,13 +23,14 @@ def main() -> None:
     from copydetect.tables import write_csv
 
     begin = time.perf_counter()
-    params = LocalSearchParams.from_mapping(snakemake.params.local)
-    options = snakemake.params.candidates
+    search = LocalSearchParams.from_mapping(snakemake.params.search)
+    votes_params = VoteParams.from_mapping(snakemake.params.votes)
+    options = CandidateParams.from_mapping(snakemake.params.candidates)
     layout = QueryLayout.from_features(read_sift_shard(snakemake.input.queries))
     # A generator: files are read one at a time while folding, so memory does not grow with |R|.
-    neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), params.k)
-    votes = count_votes(layout, neighbors, params)
-    candidates = select_candidates(votes, options["candidates_per_query"], options["min_votes"])
+    neighbors = merge_neighbors((read_neighbors(p) for p in snakemake.input.neighbors), search.k)
+    votes = count_votes(layout, neighbors, votes_params)
+    candidates = select_candidates(votes, options.candidates_per_query, options.min_votes)
     write_csv(snakemake.output.votes, votes)
     write_csv(snakemake.output.candidates, candidates)
     logging.info(

@@ -18,7 +18,7 @@ def main() -> None:
 
     begin = time.perf_counter()
     faiss.omp_set_num_threads(max(1, snakemake.threads))
-    params = LocalSearchParams.from_mapping(snakemake.params.local)
+    params = LocalSearchParams.from_mapping(snakemake.params.search)
     references = list(snakemake.input.references)
     logging.info(
         "query shard %s, %d reference shards, %s", snakemake.input.queries, len(references), params

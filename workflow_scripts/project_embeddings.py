@@ -9,7 +9,7 @@ from copydetect.rule_script import start
 
 
 def main() -> None:
-    from copydetect.global_search import read_normalization
+    from copydetect.normalization import read_normalization
     from copydetect.shards import read_embedding_shard, write_embedding_shard
 
     normalization = read_normalization(snakemake.input.normalization)

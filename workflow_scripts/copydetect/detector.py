@@ -38,7 +38,7 @@ from PIL import Image
 
 from copydetect.atomic import atomic_path, scratch_dir
 from copydetect.overlay import BoxChoice, DetectParams, select_box
-from copydetect.params import check_known
+from copydetect.params import config_params
 from copydetect.shards import ImageRecord, decode_rgb, iter_image_records, write_image_shard
 
 logger = logging.getLogger(__name__)
@@ -78,59 +78,39 @@ class DetectorError(RuntimeError):
     """The detector cannot run with these inputs (a message naming the file or key)."""
 
 
-@dataclass(frozen=True)
+@config_params("overlay.train")
 class TrainParams:
-    """The ``overlay.train`` section of the config."""
+    """The ``overlay.train`` section of the config (``augment`` adds to DEFAULT_AUGMENT)."""
 
-    model: str = "yolov8n.yaml"  # a model YAML (ultralytics' or a file), or a local .pt file
-    epochs: int = 100
-    image_size: int = 640
-    batch: int = 32
-    patience: int = 30  # epochs without validation improvement before stopping (0: never)
-    seed: int = 0
-    workers: int = 4  # dataloader processes on a GPU (ultralytics uses none on the CPU)
-    device: str = "auto"  # auto | cpu | a CUDA device ("0")
+    model: str  # a model YAML (ultralytics' or a file), or a local .pt file
+    epochs: int
+    image_size: int
+    batch: int
+    patience: int  # epochs without validation improvement before stopping (0: never)
+    seed: int
+    workers: int  # dataloader processes on a GPU (ultralytics uses none on the CPU)
+    device: str  # auto | cpu | a CUDA device ("0")
     # [depth, width, max_channels] multipliers replacing the YAML's scale: a smaller network
     # for CPU runs and tests (e.g. [0.33, 0.125, 256] is about an eighth of yolov8n).
-    scale: tuple[float, float, int] | None = None
+    scale: tuple[float, float, int] | None
     # ultralytics' "auto" picks AdamW at a small learning rate below 10k iterations and SGD
     # above, ignoring lr0; name one (SGD, AdamW, ...) to set lr0.
-    optimizer: str = "auto"
-    lr0: float = 0.01
-    warmup_epochs: float = 3.0
-    amp: str = "auto"  # auto (bf16 on a GPU that has it, else off) | bf16 | off
-    augment: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_AUGMENT))
+    optimizer: str
+    lr0: float
+    warmup_epochs: float
+    amp: str  # auto (bf16 on a GPU that has it, else off) | bf16 | off (fp16 needs a download)
+    augment: Mapping[str, float]
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch < 1 or self.patience < 0 or self.workers < 0:
-            raise ValueError(
-                f"need epochs >= 1, batch >= 1, patience >= 0, workers >= 0, got "
-                f"{self.epochs}, {self.batch}, {self.patience}, {self.workers}"
-            )
-        if self.image_size < 32 or self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(
-                f"amp must be auto, bf16 or off (fp16 needs a download), got {self.amp!r}"
-            )
-        if self.scale is not None and len(self.scale) != 3:
-            raise ValueError(f"scale must be [depth, width, max_channels], got {self.scale}")
         unknown = sorted(set(self.augment) - set(DEFAULT_AUGMENT))
         if unknown:
             raise ValueError(
                 f"unknown overlay.train.augment keys {unknown}; known: {sorted(DEFAULT_AUGMENT)}"
             )
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> TrainParams:
-        """Build from a config dict; unknown keys are an error, ``augment`` adds to the defaults."""
-        values = dict(values or {})
-        check_known(cls, values, "overlay.train")
-        values["augment"] = {**DEFAULT_AUGMENT, **dict(values.get("augment") or {})}
-        if values.get("scale") is not None:
-            depth, width, channels = values["scale"]
-            values["scale"] = (float(depth), float(width), int(channels))
-        return cls(**values)
+        object.__setattr__(self, "augment", {**DEFAULT_AUGMENT, **self.augment})
+        if self.scale is not None:
+            depth, width, channels = self.scale
+            object.__setattr__(self, "scale", (float(depth), float(width), int(channels)))
 
 
 # --- Offline ultralytics ----------------------------------------------------------------------

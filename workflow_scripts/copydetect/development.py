@@ -16,14 +16,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from copydetect.inputs import list_image_set
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.synth import SynthesisConfig, SynthesisSummary, synthesize
 
 logger = logging.getLogger(__name__)
@@ -31,21 +30,20 @@ logger = logging.getLogger(__name__)
 TARGET = "results/fuse/scored_pairs.csv"  # building it runs every branch and verify
 
 
-@dataclass(frozen=True)
+@config_params("fusion.development", read_elsewhere=("run", "ground_truth"))
 class DevelopmentParams:
-    """The sizes of the synthetic development set (``fusion.development``)."""
+    """The sizes of the synthetic development set (``fusion.development``; its ``run`` and
+    ``ground_truth`` name a run of the user's instead, and are read by the rules)."""
 
-    references: int = 300
-    copy_queries: int = 300
-    distractors: int = 100
-    seed: int = 0
+    references: int
+    copy_queries: int
+    distractors: int
+    seed: int
 
 
 def development_params(development: Mapping[str, Any] | None) -> DevelopmentParams:
-    """The sizes from the ``fusion.development`` section (its ``run`` and ``ground_truth``
-    name a run of the user's instead, and are not read here)."""
-    sizes = {k: v for k, v in dict(development or {}).items() if k not in ("run", "ground_truth")}
-    return from_config(DevelopmentParams, sizes, "fusion.development")
+    """The sizes from the ``fusion.development`` section."""
+    return DevelopmentParams.from_mapping(development)
 
 
 def synthesis_config(n_sources: int, params: DevelopmentParams) -> SynthesisConfig:

@@ -84,7 +84,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +93,7 @@ import pandas as pd
 
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.predictions import empty_predictions, select_predictions
 from copydetect.tables import read_table
 
@@ -129,34 +129,19 @@ class RuleConstants:
                 raise ValueError(f"fusion.rule.{name} must be >= 0 (monotone fusion)")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> RuleConstants:
-        return from_config(cls, values, "fusion.rule")
+    def from_mapping(cls, values: Mapping[str, Any]) -> RuleConstants:
+        """The constants a fitted model was computed with (its JSON's ``rule``)."""
+        return cls(**values)
 
 
-@dataclass(frozen=True)
+@config_params("fusion", read_elsewhere=("development",))
 class FusionParams:
-    """The ``fusion`` section of the config."""
+    """The ``fusion`` section of the config (its ``development`` run only feeds fit_fusion)."""
 
-    method: Literal["rule", "logistic"] = "rule"
-    model: str = ""  # fitted model JSON, for method logistic
-    top_k_per_query: int = 10
-    max_predictions: int = 500_000
-    l2: float = 1e-3  # fit_logistic's L2 penalty on standardized weights
-    rule: RuleConstants = field(default_factory=RuleConstants)
-
-    def __post_init__(self) -> None:
-        if self.method not in ("rule", "logistic"):
-            raise ValueError(f"fusion.method must be 'rule' or 'logistic', got {self.method!r}")
-        if self.top_k_per_query < 1 or self.max_predictions < 1:
-            raise ValueError("fusion.top_k_per_query and fusion.max_predictions must be >= 1")
-        if self.l2 < 0:
-            raise ValueError("fusion.l2 must be >= 0")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> FusionParams:
-        values = dict(values or {})
-        rule = RuleConstants.from_mapping(values.pop("rule", None))
-        return from_config(cls, {**values, "rule": rule}, "fusion")
+    method: Literal["rule", "logistic"]
+    model: str  # fitted model JSON, for method logistic
+    top_k_per_query: int
+    max_predictions: int
 
 
 # --- branches and their evidence -----------------------------------------------------------------
@@ -640,7 +625,7 @@ def score_pairs(
             raise ValueError("fusion.method is 'logistic' but no fitted model was given")
         score, branch_scores = model.apply(pairs)
     else:
-        score, branch_scores = fuse_rule(pairs, params.rule)
+        score, branch_scores = fuse_rule(pairs, RuleConstants())
     scored = pairs.loc[:, KEYS].copy()
     scored["score"] = score
     for name, values in branch_scores.items():

@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth, PredictedMatch, deduplicate, read_predictions
+from copydetect.params import config_params
 from copydetect.shards import SiftFeatures, read_jpegs, read_shard_ids, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray
 from copydetect.verify import (
@@ -67,25 +68,14 @@ GAP = 8  # pixels between the query and the reference in a composite
 MISSING = "—"  # shown for NaN evidence and unscored pairs
 
 
-@dataclass(frozen=True)
+@config_params("report")
 class GalleryParams:
-    """The gallery's keys of the ``report`` config section."""
+    """The ``report`` section of the config: the gallery page."""
 
-    gallery_rows: int = 50  # rows per section
-    thumbnail_height: int = 256  # height of a composite, pixels
-    max_thumbnail_width: int = 384  # widest a single image may be drawn (panoramas shrink)
-    jpeg_quality: int = 80
-
-    def __post_init__(self) -> None:
-        if self.gallery_rows < 1 or self.thumbnail_height < 16:
-            raise ValueError(f"gallery_rows must be ≥ 1 and thumbnail_height ≥ 16: {self}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> GalleryParams:
-        """Build from the ``report`` section; keys of other report outputs are ignored (the
-        section is shared, so an unknown key is not necessarily a typo here)."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in dict(values or {}).items() if k in known})
+    gallery_rows: int  # rows per section
+    thumbnail_height: int  # height of a composite, pixels
+    max_thumbnail_width: int  # widest a single image may be drawn (panoramas shrink)
+    jpeg_quality: int
 
 
 @dataclass(frozen=True)

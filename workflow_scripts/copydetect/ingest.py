@@ -16,8 +16,8 @@ import os
 import stat
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Literal
 
 import numpy as np
@@ -25,6 +25,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from copydetect.atomic import atomic_path
 from copydetect.inputs import IMAGE_EXTENSIONS
+from copydetect.params import config_params
 from copydetect.shards import ImageRecord, write_image_shard
 
 logger = logging.getLogger(__name__)
@@ -82,26 +83,15 @@ _REDUCING_GAP = 3.0
 OnError = Literal["skip", "fail"]
 
 
-@dataclass(frozen=True)
+@config_params("ingest", read_elsewhere=("on_error",))
 class IngestParams:
-    """How images are normalized and which ones are rejected."""
+    """How images are normalized and which ones are rejected (the ``ingest`` section; its
+    ``on_error`` is an argument of :func:`ingest_shard`)."""
 
-    max_side: int = 512  # longest side of the stored image (never upscaled)
-    max_pixels: int = 89_478_485  # header width*height above this is a decompression bomb
-    min_side: int = 16  # a shorter side than this is rejected as too small
-    jpeg_quality: int = 90
-
-    def __post_init__(self) -> None:
-        if min(self.max_side, self.max_pixels, self.min_side) < 1:
-            raise ValueError(f"ingest sizes must be positive: {self}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, object]) -> IngestParams:
-        """Build from a config section, ignoring keys that are not parameters (``on_error``)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in names})  # type: ignore[arg-type]
+    max_side: int  # longest side of the stored image (never upscaled)
+    max_pixels: int  # header width*height above this is a decompression bomb
+    min_side: int  # a shorter side than this is rejected as too small
+    jpeg_quality: int
 
 
 @dataclass(frozen=True)
@@ -153,13 +143,14 @@ class _Bad(Exception):
 
 
 def load_image(
-    path: str | os.PathLike, params: IngestParams = IngestParams()
+    path: str | os.PathLike, params: IngestParams | None = None
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode one image to RGB with its longest side <= ``params.max_side``.
 
     Returns the image and the original ``(width, height)`` as displayed (after EXIF orientation).
     Raises :class:`RejectedImage` with a code from :data:`REASON_CODES` for any failure.
     """
+    params = params or IngestParams()
     path = os.fspath(path)
     try:
         _check_path(path)
@@ -186,7 +177,7 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
 
 
 def ingest_image(
-    image_id: str, path: str | os.PathLike, params: IngestParams = IngestParams()
+    image_id: str, path: str | os.PathLike, params: IngestParams | None = None
 ) -> ImageRecord:
     """Load, normalize and re-encode one image; raises :class:`RejectedImage`."""
     image, orig_size = load_image(path, params)
@@ -201,7 +192,7 @@ def ingest_shard(
     items: Sequence[tuple[str, str]],
     out_h5: str | os.PathLike,
     rejects_csv: str | os.PathLike,
-    params: IngestParams = IngestParams(),
+    params: IngestParams | None = None,
     on_error: OnError = "skip",
 ) -> IngestSummary:
     """Ingest ``(id, path)`` items in order into an image shard and a rejects table.
@@ -211,6 +202,7 @@ def ingest_shard(
     """
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    params = params or IngestParams()
     records: list[ImageRecord] = []
     rejects: list[Reject] = []
     for image_id, path in items:

@@ -38,9 +38,8 @@ import numpy as np
 import pandas as pd
 
 from copydetect.atomic import atomic_path
-from copydetect.knn import GPU_MODES as _GPU_MODES
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,6 @@ QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and t
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
 _KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
-_INDEX_KINDS = ("flat", "ivf_flat", "ivf_pq")
 VOTE_COLUMNS = [
     "query_id",
     "reference_id",
@@ -62,42 +60,46 @@ VOTE_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
+@config_params("local.search")
 class LocalSearchParams:
-    """Parameters of local search and voting (the ``local`` section of the config).
+    """Parameters of the descriptor k-NN search (the ``local.search`` section of the config).
 
     ``k = 1`` is the default: a vote only needs the 1-NN, and k multiplies the neighbour files and
-    the merge work. ``ratio`` (off by default, needs ``k >= 2``) drops a vote when the 1-NN is
-    not clearly closer than the nearest descriptor of a *different* reference among the k kept:
-    it silences descriptors shared by many references (text, logos, borders). When every kept
-    neighbour belongs to the same reference the vote passes: the descriptor is distinctive.
+    the merge work (the ``ratio`` vote filter needs ``k >= 2``).
     """
 
-    k: int = 1
-    index: str = "flat"  # flat (exact) | ivf_flat | ivf_pq (approximate, trained per shard)
-    nlist: int = 1024  # IVF cells (capped so k-means gets >= 39 points per cell)
-    nprobe: int = 16  # IVF cells visited per query
-    pq_m: int = 32  # PQ sub-quantizers (must divide 128)
-    use_gpu: str = "auto"  # auto: GPU when faiss-gpu sees one; never; always
-    max_distance: float | None = None  # L2 (not squared); votes farther away are dropped
-    ratio: float | None = None  # distinct-reference ratio test on L2 distances; None = off
+    k: int
+    index: str  # flat (exact) | ivf_flat | ivf_pq (approximate, trained per shard)
+    nlist: int  # IVF cells (capped so k-means gets >= 39 points per cell)
+    nprobe: int  # IVF cells visited per query
+    pq_m: int  # PQ sub-quantizers (must divide 128)
+    use_gpu: str  # auto: GPU when faiss-gpu sees one; never; always
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.index not in _INDEX_KINDS:
-            raise ValueError(f"index must be one of {_INDEX_KINDS}, got {self.index!r}")
-        if self.use_gpu not in _GPU_MODES:
-            raise ValueError(f"use_gpu must be one of {_GPU_MODES}, got {self.use_gpu!r}")
         if self.index == "ivf_pq" and DIM % self.pq_m:
             raise ValueError(f"pq_m must divide {DIM}, got {self.pq_m}")
-        if self.ratio is not None and not 0 < self.ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
 
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> LocalSearchParams:
-        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        return from_config(cls, values, "local search")
+
+@config_params("local.votes")
+class VoteParams:
+    """Which neighbours vote (the ``local.votes`` section of the config).
+
+    ``ratio`` (off by default, needs ``k >= 2``) drops a vote when the 1-NN is not clearly
+    closer than the nearest descriptor of a *different* reference among the k kept: it silences
+    descriptors shared by many references (text, logos, borders). When every kept neighbour
+    belongs to the same reference the vote passes: the descriptor is distinctive.
+    """
+
+    max_distance: float | None  # L2 (not squared); votes farther away are dropped
+    ratio: float | None  # distinct-reference ratio test on L2 distances; None = off
+
+
+@config_params("local.candidates")
+class CandidateParams:
+    """Which voted references become candidates (the ``local.candidates`` section)."""
+
+    candidates_per_query: int
+    min_votes: int
 
 
 @dataclass
@@ -187,7 +189,7 @@ def build_searcher(ref: np.ndarray, params: LocalSearchParams) -> Searcher:
     """Index the uint8 reference descriptors: exact flat by default, IVF on request, on GPU when
     wanted (float16 storage halves GPU memory and is lossless for 0..255)."""
     cpu_index = _train_ivf(ref, params) if params.index != "flat" else None
-    device = Device.choose(params.use_gpu, "local.use_gpu")
+    device = Device.choose(params.use_gpu, "local.search.use_gpu")
     if not device.is_gpu:
         index = cpu_index if cpu_index is not None else faiss.IndexFlatL2(DIM)
     elif cpu_index is None:
@@ -381,7 +383,7 @@ def read_neighbors(path: str | os.PathLike) -> Neighbors:
 # --- votes and candidates ----------------------------------------------------------------------
 
 
-def vote_mask(neighbors: Neighbors, params: LocalSearchParams) -> np.ndarray:
+def vote_mask(neighbors: Neighbors, params: VoteParams) -> np.ndarray:
     """bool [n]: which query descriptors cast a vote for their 1-NN reference."""
     d1 = neighbors.distances[:, 0].astype(np.float64)
     first = neighbors.ref_index[:, 0]
@@ -396,9 +398,7 @@ def vote_mask(neighbors: Neighbors, params: LocalSearchParams) -> np.ndarray:
     return mask
 
 
-def count_votes(
-    layout: QueryLayout, neighbors: Neighbors, params: LocalSearchParams
-) -> pd.DataFrame:
+def count_votes(layout: QueryLayout, neighbors: Neighbors, params: VoteParams) -> pd.DataFrame:
     """Votes per (query, reference): 1-NN references of the query's descriptors that pass
     :func:`vote_mask`, with distinct reference keypoints hit and the mean L2 distance."""
     if layout.n_descriptors != neighbors.n:

@@ -30,7 +30,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +42,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from copydetect.atomic import atomic_directory
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.rng import purpose_rng
 from copydetect.shards import decode_rgb, read_jpegs, read_shard_ids
 from copydetect.synth import edit_shapes
@@ -73,85 +73,47 @@ class OverlayDataError(ValueError):
 # --- Parameters -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@config_params("overlay.dataset")
 class DatasetParams:
     """The ``overlay.dataset`` section of the config."""
 
-    train_images: int = 2000
-    val_images: int = 200
-    image_size: int = 640  # longest side of every synthesized image
-    min_scale: float = 0.1  # paste side fraction of its region (see the module docstring)
-    max_scale: float = 0.9
-    seed: int = 0
-    negative_fraction: float = 0.1  # images without a paste: the detector must learn "no box"
-    max_rotation: float = 15.0  # degrees; queries are rotated a little, rarely much
-    rotation_probability: float = 0.3
-    border_probability: float = 0.3
-    text_probability: float = 0.5  # words over the composite (they may cover the paste)
-    shape_probability: float = 0.3  # emoji-like discs, boxes and smileys
+    train_images: int
+    val_images: int  # the detector is validated: at least one
+    image_size: int  # longest side of every synthesized image
+    min_scale: float  # paste side fraction of its region (see the module docstring)
+    max_scale: float
+    seed: int
+    negative_fraction: float  # images without a paste: the detector must learn "no box"
+    max_rotation: float  # degrees; queries are rotated a little, rarely much
+    rotation_probability: float
+    border_probability: float
+    text_probability: float  # words over the composite (they may cover the paste)
+    shape_probability: float  # emoji-like discs, boxes and smileys
 
     def __post_init__(self) -> None:
-        if self.train_images < 1 or self.val_images < 1:
-            raise ValueError(
-                f"train_images and val_images must be >= 1 (the detector is validated), "
-                f"got {self.train_images}, {self.val_images}"
-            )
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if not 0 < self.min_scale <= self.max_scale <= 1:
-            raise ValueError(
-                f"need 0 < min_scale <= max_scale <= 1, got {self.min_scale}, {self.max_scale}"
-            )
-        if not 0 <= self.max_rotation <= 45:
-            raise ValueError(f"max_rotation must be in [0, 45] degrees, got {self.max_rotation}")
-        for name in (
-            "negative_fraction",
-            "rotation_probability",
-            "border_probability",
-            "text_probability",
-            "shape_probability",
-        ):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> DatasetParams:
-        return from_config(cls, values, "overlay.dataset")
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"need min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
 
 
-@dataclass(frozen=True)
+@config_params("overlay.detect")
 class DetectParams:
     """The ``overlay.detect`` section of the config: inference and box filters."""
 
-    image_size: int = 640
-    global_confidence: float = 0.5  # the crop feeds global descriptors: be strict
-    local_confidence: float = 0.25  # local matching rejects a wrong crop by itself: be lenient
-    max_area_fraction: float = 0.85  # a box covering nearly the whole image means no overlay
-    min_area_fraction: float = 0.02  # smaller crops hold too few pixels to match anything
-    max_aspect_ratio: float = 4.0  # w/h within [1/this, this]
-    batch_size: int = 32
-    device: str = "auto"
+    image_size: int
+    global_confidence: float  # the crop feeds global descriptors: be strict
+    local_confidence: float  # local matching rejects a wrong crop by itself: be lenient
+    max_area_fraction: float  # a box covering nearly the whole image means no overlay
+    min_area_fraction: float  # smaller crops hold too few pixels to match anything
+    max_aspect_ratio: float  # w/h within [1/this, this]
+    batch_size: int
+    device: str
 
     def __post_init__(self) -> None:
-        if self.image_size < 32 or self.batch_size < 1:
+        if self.min_area_fraction >= self.max_area_fraction:
             raise ValueError(
-                f"image_size must be >= 32 and batch_size >= 1, "
-                f"got {self.image_size}, {self.batch_size}"
-            )
-        for name in ("global_confidence", "local_confidence"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0 <= self.min_area_fraction < self.max_area_fraction <= 1:
-            raise ValueError(
-                f"need 0 <= min_area_fraction < max_area_fraction <= 1, "
+                f"need min_area_fraction < max_area_fraction, "
                 f"got {self.min_area_fraction}, {self.max_area_fraction}"
             )
-        if self.max_aspect_ratio < 1:
-            raise ValueError(f"max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> DetectParams:
-        return from_config(cls, values, "overlay.detect")
 
 
 # --- Box filters ------------------------------------------------------------------------------

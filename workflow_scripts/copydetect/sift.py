@@ -14,14 +14,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from copydetect.atomic import atomic_path
+from copydetect.params import config_params
 from copydetect.shards import SiftFeatures, iter_image_records, write_sift_shard
 
 logger = logging.getLogger(__name__)
@@ -30,28 +30,15 @@ logger = logging.getLogger(__name__)
 _EPS = 1e-7
 
 
-@dataclass(frozen=True)
+@config_params("sift")
 class SiftParams:
     """Parameters of the SIFT stage (the ``sift`` section of the config)."""
 
-    max_short_side: int = 300
-    max_keypoints: int = 1000
-    min_keypoints: int = 10
-    # A quarter of OpenCV's 0.04: the shrunk images are small and often smooth or low-contrast
-    # (wallpapers, overlays, filters); on our benchmark 0.01 gained 5 points of micro-AP over
-    # 0.02, and the strongest-response cap bounds the count anyway.
-    contrast_threshold: float = 0.01
-    edge_threshold: float = 10.0
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> SiftParams:
-        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown sift parameters: {unknown}")
-        return cls(**values)
+    max_short_side: int
+    max_keypoints: int
+    min_keypoints: int
+    contrast_threshold: float
+    edge_threshold: float
 
 
 @dataclass

@@ -25,13 +25,13 @@ import multiprocessing
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.shards import SiftFeatures, read_jpegs, read_sift_rows
 from copydetect.sift import SiftParams, decode_gray, extract_sift
 from copydetect.tables import ID_COLUMNS
@@ -46,33 +46,22 @@ MAX_DISTANCE = math.sqrt(2.0)
 _MIN_POINTS = {"partial_affine": 2, "homography": 4}
 
 
-@dataclass(frozen=True)
+@config_params("verify")
 class VerifyParams:
     """Parameters of pair verification (the ``verify`` section of the config)."""
 
-    ratio: float = 0.8
-    method: Literal["partial_affine", "homography"] = "partial_affine"
-    reprojection_threshold: float = 8.0  # pixels of the shrunk SIFT images
-    try_flip: bool = True
-    min_scale: float = 0.1  # query→reference scale bounds; outside them a fit is degenerate
-    max_scale: float = 10.0
-    # Below this many ratio-test matches no fit is tried: a similarity fits 2–3 random matches
-    # exactly, so their "inliers" would be noise.
-    min_matches_for_fit: int = 4
-    max_anisotropy: float = 4.0  # homography only: ratio of the linear part's singular values
-    position_tolerance: float = 1.0  # inlier keypoints in the same cell of this size count once
-    ransac_max_iters: int = 2000
-    ransac_confidence: float = 0.995
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in _MIN_POINTS:
-            raise ValueError(f"unknown verify method {self.method!r}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> VerifyParams:
-        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        return from_config(cls, values, "verify")
+    ratio: float
+    method: Literal["partial_affine", "homography"]
+    reprojection_threshold: float  # pixels of the shrunk SIFT images
+    try_flip: bool
+    min_scale: float  # query→reference scale bounds; outside them a fit is degenerate
+    max_scale: float
+    min_matches_for_fit: int  # fewer ratio-test matches: no fit (random matches fit exactly)
+    max_anisotropy: float  # homography only: ratio of the linear part's singular values
+    position_tolerance: float  # inlier keypoints in the same cell of this size count once
+    ransac_max_iters: int
+    ransac_confidence: float
+    seed: int
 
 
 @dataclass(frozen=True)

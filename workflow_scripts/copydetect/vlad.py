@@ -24,16 +24,15 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict
 
 import faiss
 import h5py
 import numpy as np
 
 from copydetect.atomic import atomic_path
-from copydetect.params import from_config
+from copydetect.params import config_params
 from copydetect.shards import read_sift_shard, sift_descriptor_count, write_embedding_shard
 from copydetect.threads import single_thread
 
@@ -44,31 +43,21 @@ DESCRIPTOR_DIM = 128
 DESCRIPTOR_SCALE = 255.0
 
 
-@dataclass(frozen=True)
+@config_params("models.vlad", schema="/$defs/vlad_model", read_elsewhere=("backend",))
 class VladParams:
-    """Parameters of the VLAD descriptor (the ``vlad`` section of the config)."""
+    """Parameters of a VLAD model (an entry of ``models`` with backend vlad; the keys it leaves
+    out take the values of config/config.yaml's ``models.vlad``)."""
 
-    codebook_size: int = 64
-    max_training_descriptors: int = 200_000
-    iterations: int = 20
-    power: float = 0.5  # exponent of the signed power normalization; 1.0 turns it off
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.codebook_size < 1 or self.max_training_descriptors < 1 or self.iterations < 1:
-            raise ValueError(f"vlad sizes must be positive: {self}")
-        if not 0.0 < self.power <= 1.0:
-            raise ValueError(f"vlad power must lie in (0, 1], got {self.power}")
+    codebook_size: int
+    max_training_descriptors: int
+    iterations: int
+    power: float  # exponent of the signed power normalization; 1.0 turns it off
+    seed: int
 
     @property
     def dim(self) -> int:
         """Width of the VLAD vector."""
         return self.codebook_size * DESCRIPTOR_DIM
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> VladParams:
-        """Build from a config dict; unknown keys are an error (they would be silently unused)."""
-        return from_config(cls, values, "vlad")
 
 
 def single_faiss_thread() -> contextlib.AbstractContextManager[None]:
