@@ -222,9 +222,11 @@ def model_params(wildcards):
 
 
 def codebook_params(wildcards):
-    """The VLAD settings the codebook depends on (not ``power``, applied when encoding)."""
+    """The VLAD settings the codebook depends on (not ``power`` nor ``min_descriptors``,
+    applied when encoding)."""
     spec = model_params(wildcards)
     spec.pop("power", None)
+    spec.pop("min_descriptors", None)
     return spec
 
 

@@ -12,7 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_helpers import ROOT, SNAKEMAKE, photo_tiles, plan, snakemake, write_tiny_sets
+from workflow_helpers import (
+    ROOT,
+    SNAKEMAKE,
+    photo_tiles,
+    plan,
+    snakemake,
+    snakemake_env,
+    write_tiny_sets,
+)
 
 from copydetect.inputs import shard_index
 
@@ -66,6 +74,7 @@ def test_defaults_come_from_the_workflow_under_another_directory(tmp_path: Path)
         text=True,
         check=False,
         cwd=tmp_path,
+        env=snakemake_env(),
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "fit_vlad_codebook" in result.stdout and "local_candidates" in result.stdout

@@ -53,6 +53,7 @@ class VladParams:
     iterations: int
     power: float  # exponent of the signed power normalization; 1.0 turns it off
     seed: int
+    min_descriptors: int  # fewer descriptors than this: the zero vector (no evidence)
 
     @property
     def dim(self) -> int:
@@ -206,16 +207,19 @@ def vlad_encode(
     centroids: np.ndarray,
     power: float = 0.5,
     index: faiss.IndexFlatL2 | None = None,
+    min_descriptors: int = 1,
 ) -> np.ndarray:
     """VLAD vector float32 [K·128] of one image's uint8 RootSIFT descriptors [n, 128].
 
-    Hard assignment to the nearest centroid. An image without descriptors gets the zero vector:
-    its cosine similarity to every image is 0, so it ranks after any real match but is still a
-    valid row of the embedding shard. Pass ``index`` (:func:`centroid_index`) to reuse it.
+    Hard assignment to the nearest centroid. An image with fewer than ``min_descriptors``
+    descriptors gets the zero vector: a few descriptors of a flat or smooth image fall in the
+    same cells whatever the image, so their VLAD vectors would be near-identical; the zero
+    vector is "no evidence" instead (its similarity to every image is 0, and the projection and
+    the global search keep it so). Pass ``index`` (:func:`centroid_index`) to reuse it.
     """
     centroids = np.asarray(centroids, dtype=np.float32)
     x = to_unit(descriptors)
-    if len(x) == 0:
+    if len(x) < max(1, min_descriptors):
         return np.zeros(centroids.size, dtype=np.float32)
     index = index if index is not None else centroid_index(centroids)
     _, nearest = index.search(x, 1)
@@ -244,8 +248,16 @@ def embed_sift_shard(
     vectors = np.zeros((len(features), params.dim), dtype=np.float32)
     with single_faiss_thread():
         for row, feats in enumerate(features):
-            vectors[row] = vlad_encode(feats.descriptors, centroids, params.power, index)
+            vectors[row] = vlad_encode(
+                feats.descriptors, centroids, params.power, index, params.min_descriptors
+            )
     write_embedding_shard(out_path, [f.id for f in features], vectors, dim=params.dim)
-    n_empty = sum(len(f.descriptors) == 0 for f in features)
-    logger.info("%s: %d images (%d without descriptors)", sift_shard_path, len(features), n_empty)
+    n_empty = sum(len(f.descriptors) < params.min_descriptors for f in features)
+    logger.info(
+        "%s: %d images (%d with fewer than %d descriptors: no vector)",
+        sift_shard_path,
+        len(features),
+        n_empty,
+        params.min_descriptors,
+    )
     return len(features)
