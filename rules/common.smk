@@ -2,8 +2,16 @@
 
 Everything here runs at DAG-build time, so it only lists files (no stat, no decode) and caches
 each listing once per run.
+
+Two runs share the per-shard rules through their ``{run}`` wildcard: the main run (``results``)
+on the configured image sets, and, for a logistic fusion fitted in the DAG, the development run
+(``results/development``) on the labeled set that checkpoint synthesize_development makes from
+the training images. Input functions take the run from that wildcard; rules without one belong
+to the main run.
 """
 
+import hashlib
+import os
 from functools import cache
 from pathlib import Path
 
@@ -44,24 +52,53 @@ IMAGE_SETS = ("queries", "references", "training")
 # shard, holding only the queries whose overlay box passed that branch's filters.
 CROP_SETS = ("crops_global", "crops_local")
 RESULTS = "results"
+# The development run: same models, branches and parameters, its own image sets (under data/,
+# made by checkpoint synthesize_development) and no training set (codebooks and PCA are fitted
+# on its references, which come from the training images anyway).
+DEVELOPMENT = f"{RESULTS}/development"
+RUN = "{run}"  # the first part of every per-run path: RESULTS or DEVELOPMENT
 
 
 wildcard_constraints:
+    run=f"{RESULTS}|{DEVELOPMENT}",
     set="|".join((*IMAGE_SETS, *CROP_SETS)),
     shard=r"s\d{4}",
     group=r"g\d{4}",
 
 
-@cache
-def image_listing(set_name):
-    """The images of one image set and the files under it that listing turned away, listed
-    once per run."""
-    source = config[set_name]
+def run_of(wildcards):
+    """The run of a job: its {run} wildcard; a rule without one belongs to the main run."""
+    return wildcards.get("run", RESULTS)
+
+
+def development_data():
+    """The synthesized development set's folder; raises (and so waits) until it exists."""
+    return checkpoints.synthesize_development.get().output.images
+
+
+def image_source(run, set_name):
+    """Where a run's image set is: the config's, or the synthesized development set's."""
+    if run == RESULTS:
+        return config[set_name]
+    return "" if set_name == "training" else f"{development_data()}/{set_name}"
+
+
+def image_listing(run, set_name):
+    """The images of one image set of a run and the files under it that listing turned away,
+    listed once (the development set again when checkpoint synthesize_development has remade
+    it)."""
+    source = image_source(run, set_name)
     if not source:
         raise WorkflowError(
             f"config key {set_name!r} is empty: give a directory or list file, "
             f"e.g. snakemake --config {set_name}=path/to/{set_name}"
         )
+    made = os.stat(source).st_mtime_ns if run == DEVELOPMENT else None
+    return _listing(source, set_name, made)
+
+
+@cache
+def _listing(source, set_name, made):
     try:
         stat = config["sharding"]["change_detection"] == "stat"
         return scan_image_set(source, set_name, fingerprint=stat)
@@ -69,10 +106,9 @@ def image_listing(set_name):
         raise WorkflowError(str(error)) from None
 
 
-@cache
-def image_shards(set_name):
-    """Shard name -> ImageEntry list of one image set."""
-    entries = image_listing(set_name).entries
+def image_shards(run, set_name):
+    """Shard name -> ImageEntry list of one image set of a run."""
+    entries = image_listing(run, set_name).entries
     spec = config["sharding"][set_name]
     return assign_shards(
         entries, shard_count(len(entries), spec["shard_size"], spec["num_shards"])
@@ -85,12 +121,14 @@ def listing_rejects(wildcards):
     rejects table, so every file is accounted for."""
     if wildcards.set not in IMAGE_SETS:
         return []  # a crop set is made by the workflow, not listed
-    return [[r.id, r.path, r.reason] for r in image_listing(wildcards.set).rejects]
+    return [
+        [r.id, r.path, r.reason] for r in image_listing(RESULTS, wildcards.set).rejects
+    ]
 
 
-def shard_names(set_name):
+def shard_names(run, set_name):
     """Shards of a set; a crop set has the shards of the queries it was cut from."""
-    return list(image_shards("queries" if set_name in CROP_SETS else set_name))
+    return list(image_shards(run, "queries" if set_name in CROP_SETS else set_name))
 
 
 def shard_image_table(wildcards):
@@ -98,14 +136,21 @@ def shard_image_table(wildcards):
     so any change to the table reruns exactly this shard's ingest."""
     return [
         [e.id, e.path, e.fingerprint]
-        for e in image_shards(wildcards.set)[wildcards.shard]
+        for e in image_shards(wildcards.run, wildcards.set)[wildcards.shard]
     ]
 
 
-def set_shard_files(set_name, pattern):
-    """``pattern`` (with {shard}) formatted for every shard of a set."""
+def synthesized_images(wildcards):
+    """The development set as an input of its ingest jobs (the main run's images are listed in
+    a parameter only, see shard_image_table)."""
+    return [] if wildcards.run == RESULTS else [development_data()]
+
+
+def set_shard_files(run, set_name, pattern):
+    """``pattern`` (with {run}, {set}, {shard}) formatted for every shard of a run's set."""
     return [
-        pattern.format(set=set_name, shard=shard) for shard in shard_names(set_name)
+        pattern.format(run=run, set=set_name, shard=shard)
+        for shard in shard_names(run, set_name)
     ]
 
 
@@ -113,31 +158,30 @@ def image_set_files(suffix):
     """Input function: a per-shard image-shard file with ``suffix`` for every shard of {set}."""
 
     def files(wildcards):
-        return set_shard_files(
-            wildcards.set, f"{RESULTS}/images/{{set}}/{{shard}}{suffix}"
-        )
+        pattern = f"{{run}}/images/{{set}}/{{shard}}{suffix}"
+        return set_shard_files(RESULTS, wildcards.set, pattern)
 
     return files
 
 
-@cache
-def reference_groups():
+def reference_groups(run):
     """Group name -> reference shard names searched together by one local-search job."""
     per_job = config["local"]["reference_shards_per_job"]
-    return group_shards(shard_names("references"), per_job)
+    return group_shards(shard_names(run, "references"), per_job)
 
 
 def reference_group_features(wildcards):
     return [
-        f"{RESULTS}/sift/references/{shard}.h5"
-        for shard in reference_groups()[wildcards.group]
+        f"{wildcards.run}/sift/references/{shard}.h5"
+        for shard in reference_groups(wildcards.run)[wildcards.group]
     ]
 
 
 def query_shard_neighbors(wildcards):
+    run, view, shard = wildcards.run, wildcards.view, wildcards.shard
     return [
-        f"{RESULTS}/search/local/{wildcards.view}/{wildcards.shard}/{group}.h5"
-        for group in reference_groups()
+        f"{run}/search/local/{view}/{shard}/{group}.h5"
+        for group in reference_groups(run)
     ]
 
 
@@ -163,20 +207,25 @@ def evaluation_files():
 
 
 def reference_sift_shards(wildcards):
-    return set_shard_files("references", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+    return set_shard_files(
+        run_of(wildcards), "references", "{run}/sift/{set}/{shard}.h5"
+    )
+
+
+def pair_tables(run, view):
+    """A run's pair tables of ``view``: the full queries, or the local crops (their own SIFT
+    matches) when the crop-local branch runs."""
+    if view == "crops_local" and not crop_branch("local"):
+        return []
+    return set_shard_files(run, "queries", f"{{run}}/verify/{view}/{{shard}}.pairs.csv")
 
 
 def query_pair_tables(wildcards):
-    return set_shard_files("queries", f"{RESULTS}/verify/queries/{{shard}}.pairs.csv")
+    return pair_tables(RESULTS, "queries")
 
 
 def crop_pair_tables(wildcards):
-    """Pair tables of the crop-local branch (its own SIFT matches on the crops), if it runs."""
-    if not crop_branch("local"):
-        return []
-    return set_shard_files(
-        "queries", f"{RESULTS}/verify/crops_local/{{shard}}.pairs.csv"
-    )
+    return pair_tables(RESULTS, "crops_local")
 
 
 # --- Global branch ----------------------------------------------------------------------------
@@ -236,32 +285,34 @@ def model_weights(wildcards):
     return [weights] if weights else []
 
 
-def fit_set():
+def fit_set(run):
     """Set that codebooks and PCA are fitted on: training when given, else the references."""
-    return "training" if config["training"] else "references"
+    return "training" if image_source(run, "training") else "references"
 
 
 def fit_sift_shards(wildcards):
-    return set_shard_files(fit_set(), f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+    run = wildcards.run
+    return set_shard_files(run, fit_set(run), "{run}/sift/{set}/{shard}.h5")
 
 
 def fit_embedding_shards(wildcards):
-    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
-    return set_shard_files(fit_set(), pattern)
+    run = wildcards.run
+    pattern = f"{{run}}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(run, fit_set(run), pattern)
 
 
 def reference_embedding_shards(wildcards):
     """Projected reference shards of a model (all of them: DBA and the search read every one)."""
-    pattern = f"{RESULTS}/projected/{wildcards.model}/{{set}}/{{shard}}.h5"
-    return set_shard_files("references", pattern)
+    pattern = f"{{run}}/projected/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(wildcards.run, "references", pattern)
 
 
 def searched_reference_shards(wildcards):
     """What the global search reads: DBA-augmented references when DBA is on."""
     if config["global"]["dba"]["k"] == 0:
         return reference_embedding_shards(wildcards)
-    pattern = f"{RESULTS}/augmented/{wildcards.model}/{{set}}/{{shard}}.h5"
-    return set_shard_files("references", pattern)
+    pattern = f"{{run}}/augmented/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(wildcards.run, "references", pattern)
 
 
 def candidate_sources(view):
@@ -272,7 +323,7 @@ def candidate_sources(view):
     on the global crops (branches ``crop_<model>``); the local crops (view ``crops_local``)
     verify their own local-search candidates.
     """
-    search = f"{RESULTS}/search"
+    search = "{run}/search"
     if view == "crops_local":
         return [("local", f"{search}/local/crops_local/{{shard}}.candidates.csv")]
     sources = [("local", f"{search}/local/queries/{{shard}}.candidates.csv")]
@@ -292,7 +343,7 @@ def candidate_sources(view):
 
 def query_candidate_tables(wildcards):
     return [
-        pattern.format(shard=wildcards.shard)
+        pattern.format(run=wildcards.run, shard=wildcards.shard)
         for _, pattern in candidate_sources(wildcards.view)
     ]
 
@@ -302,8 +353,8 @@ def candidate_branches(wildcards):
 
 
 def set_embedding_shards(wildcards):
-    pattern = f"{RESULTS}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
-    return set_shard_files(wildcards.set, pattern)
+    pattern = f"{{run}}/embeddings/{wildcards.model}/{{set}}/{{shard}}.h5"
+    return set_shard_files(RESULTS, wildcards.set, pattern)
 
 
 # --- Overlay detection and crop branches ------------------------------------------------------
@@ -317,20 +368,21 @@ def crop_branch(name):
 
 
 def overlay_detector_weights(wildcards):
-    """The detector weights: trained by the workflow, or the file the config names."""
+    """The detector weights: trained by the workflow (in the main run, shared by the
+    development run), or the file the config names."""
     detector = config["overlay"]["detector"]
     return f"{RESULTS}/overlay/detector.pt" if detector == "train" else detector
 
 
 def fit_image_shards(wildcards):
-    return set_shard_files(fit_set(), f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+    return set_shard_files(RESULTS, fit_set(RESULTS), "{run}/images/{set}/{shard}.h5")
 
 
 # --- Fusion and report ------------------------------------------------------------------------
 
 
 def fusion_params():
-    """The fusion settings the scoring reads (the development run only feeds fit_fusion)."""
+    """The fusion settings the scoring reads (fusion.development only feeds fit_fusion)."""
     return {k: v for k, v in config["fusion"].items() if k != "development"}
 
 
@@ -355,11 +407,12 @@ def given_development_run():
 
 
 def development_pair_tables(view):
-    """Pair tables of the finished development run the config names (listed when planning)."""
+    """Pair tables fit_fusion learns from: of the development run in this DAG, or of the
+    finished run the config names (listed when planning)."""
 
     def tables(wildcards):
         if not given_development_run():
-            return []
+            return pair_tables(DEVELOPMENT, view)
         run = Path(given_development_run())
         found = sorted(
             str(p) for p in (run / RESULTS / "verify" / view).glob("*.pairs.csv")
@@ -376,31 +429,37 @@ def development_pair_tables(view):
 
 def development_ground_truth(wildcards):
     if not given_development_run():
-        return []
+        return checkpoints.synthesize_development.get().output.ground_truth
     truth = config["fusion"]["development"]["ground_truth"]
     run = Path(given_development_run())
     return truth or str(run / RESULTS / "synthetic" / "ground_truth.csv")
-
-
-def development_run_folder(wildcards):
-    """The development run this workflow makes, when the config names none."""
-    return [] if given_development_run() else [f"{RESULTS}/development"]
 
 
 def training_source():
     return config["training"]
 
 
+def training_listing(wildcards):
+    """A digest of the training set's (id, path, fingerprint) listing: a parameter of the
+    development set's synthesis, so that a changed training set remakes it (one short value,
+    where the listing itself may hold a million rows)."""
+    digest = hashlib.sha256()
+    for entries in image_shards(RESULTS, "training").values():
+        for entry in entries:
+            digest.update(f"{entry.id}\t{entry.path}\t{entry.fingerprint}\n".encode())
+    return digest.hexdigest()
+
+
 def gallery_query_images(wildcards):
-    return set_shard_files("queries", f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+    return set_shard_files(RESULTS, "queries", "{run}/images/{set}/{shard}.h5")
 
 
 def gallery_reference_images(wildcards):
-    return set_shard_files("references", f"{RESULTS}/images/{{set}}/{{shard}}.h5")
+    return set_shard_files(RESULTS, "references", "{run}/images/{set}/{shard}.h5")
 
 
 def gallery_query_features(wildcards):
-    return set_shard_files("queries", f"{RESULTS}/sift/{{set}}/{{shard}}.h5")
+    return set_shard_files(RESULTS, "queries", "{run}/sift/{set}/{shard}.h5")
 
 
 def gallery_metrics(wildcards):

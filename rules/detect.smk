@@ -46,16 +46,16 @@ rule detect_overlays:
     """The best overlay box of every query of one shard, and its crops for the global and the
     local crop branches (queries without a kept box are listed, not cropped)."""
     input:
-        shard=f"{RESULTS}/images/queries/{{shard}}.h5",
+        shard=f"{RUN}/images/queries/{{shard}}.h5",
         weights=overlay_detector_weights,
     output:
-        detections=f"{RESULTS}/detect/{{shard}}.csv",
-        crops_global=f"{RESULTS}/images/crops_global/{{shard}}.h5",
-        crops_local=f"{RESULTS}/images/crops_local/{{shard}}.h5",
+        detections=f"{RUN}/detect/{{shard}}.csv",
+        crops_global=f"{RUN}/images/crops_global/{{shard}}.h5",
+        crops_local=f"{RUN}/images/crops_local/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/detect_overlays/{{shard}}.log",
+        f"{RUN}/logs/detect_overlays/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/detect_overlays/{{shard}}.tsv"
+        f"{RUN}/benchmarks/detect_overlays/{{shard}}.tsv"
     conda:
         "../envs/gpu.yaml"
     threads: 2

@@ -3,11 +3,11 @@ rule fit_vlad_codebook:
     input:
         features=fit_sift_shards,
     output:
-        codebook=f"{RESULTS}/models/{{model}}/codebook.h5",
+        codebook=f"{RUN}/models/{{model}}/codebook.h5",
     log:
-        f"{RESULTS}/logs/fit_vlad_codebook/{{model}}.log",
+        f"{RUN}/logs/fit_vlad_codebook/{{model}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/fit_vlad_codebook/{{model}}.tsv"
+        f"{RUN}/benchmarks/fit_vlad_codebook/{{model}}.tsv"
     wildcard_constraints:
         model=models_with_backend(vlad=True),
     conda:
@@ -21,14 +21,14 @@ rule fit_vlad_codebook:
 rule embed_vlad:
     """VLAD vectors of one shard's images from their RootSIFT descriptors."""
     input:
-        features=f"{RESULTS}/sift/{{set}}/{{shard}}.h5",
-        codebook=f"{RESULTS}/models/{{model}}/codebook.h5",
+        features=f"{RUN}/sift/{{set}}/{{shard}}.h5",
+        codebook=f"{RUN}/models/{{model}}/codebook.h5",
     output:
-        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+        embeddings=f"{RUN}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
+        f"{RUN}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
     wildcard_constraints:
         model=models_with_backend(vlad=True),
     conda:
@@ -42,14 +42,14 @@ rule embed_vlad:
 rule embed_images:
     """Neural embeddings (ResNet-GeM, Swin, TorchScript, ONNX) of one image shard."""
     input:
-        shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
+        shard=f"{RUN}/images/{{set}}/{{shard}}.h5",
         weights=model_weights,
     output:
-        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+        embeddings=f"{RUN}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
+        f"{RUN}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
     wildcard_constraints:
         model=models_with_backend(vlad=False),
     conda:
@@ -69,11 +69,11 @@ rule fit_normalization:
     input:
         embeddings=fit_embedding_shards,
     output:
-        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+        normalization=f"{RUN}/models/{{model}}/normalization.h5",
     log:
-        f"{RESULTS}/logs/fit_normalization/{{model}}.log",
+        f"{RUN}/logs/fit_normalization/{{model}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/fit_normalization/{{model}}.tsv"
+        f"{RUN}/benchmarks/fit_normalization/{{model}}.tsv"
     conda:
         "../envs/cpu.yaml"
     params:
@@ -85,12 +85,12 @@ rule fit_normalization:
 rule project_embeddings:
     """A shard's embeddings after the model's PCA-whitening and L2: what the search reads."""
     input:
-        embeddings=f"{RESULTS}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
-        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+        embeddings=f"{RUN}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+        normalization=f"{RUN}/models/{{model}}/normalization.h5",
     output:
-        projected=f"{RESULTS}/projected/{{model}}/{{set}}/{{shard}}.h5",
+        projected=f"{RUN}/projected/{{model}}/{{set}}/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/project_embeddings/{{model}}/{{set}}/{{shard}}.log",
+        f"{RUN}/logs/project_embeddings/{{model}}/{{set}}/{{shard}}.log",
     conda:
         "../envs/cpu.yaml"
     script:
@@ -100,14 +100,14 @@ rule project_embeddings:
 rule augment_references:
     """DBA: one reference shard's vectors averaged with their nearest other references."""
     input:
-        shard=f"{RESULTS}/projected/{{model}}/references/{{shard}}.h5",
+        shard=f"{RUN}/projected/{{model}}/references/{{shard}}.h5",
         references=reference_embedding_shards,
     output:
-        augmented=f"{RESULTS}/augmented/{{model}}/references/{{shard}}.h5",
+        augmented=f"{RUN}/augmented/{{model}}/references/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/augment_references/{{model}}/{{shard}}.log",
+        f"{RUN}/logs/augment_references/{{model}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/augment_references/{{model}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/augment_references/{{model}}/{{shard}}.tsv"
     conda:
         "../envs/gpu.yaml"
     threads: 2

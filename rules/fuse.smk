@@ -20,12 +20,12 @@ rule fuse:
 
 rule fit_fusion:
     """A monotone logistic fusion model fitted on a labeled development run (queries the
-    synthesizer made from the training set), never on the evaluation ground truth."""
+    synthesizer made from the training set, run in this DAG; or a finished run the config
+    names), never on the evaluation ground truth."""
     input:
         pairs=development_pair_tables("queries"),
         crop_pairs=development_pair_tables("crops_local"),
         ground_truth=development_ground_truth,
-        development=development_run_folder,
     output:
         model=f"{RESULTS}/fusion/model.json",
     log:
@@ -38,22 +38,23 @@ rule fit_fusion:
         "../workflow_scripts/fit_fusion.py"
 
 
-rule development_run:
-    """A labeled development set synthesized from the training images, and the workflow run on
-    it (same models and branches) in a folder of its own: what fit_fusion learns from.
-    """
+checkpoint synthesize_development:
+    """A labeled development set (references, edited copies, distractors and their ground
+    truth) synthesized from the training images. The development run's jobs are the same
+    per-shard rules under results/development/; a checkpoint, since its shards are listed once
+    the set exists."""
     output:
-        development=directory(f"{RESULTS}/development"),
+        images=directory(f"{DEVELOPMENT}/data"),
+        ground_truth=f"{DEVELOPMENT}/ground_truth.csv",
     log:
-        f"{RESULTS}/logs/development_run.log",
+        f"{DEVELOPMENT}/logs/synthesize_development.log",
     benchmark:
-        f"{RESULTS}/benchmarks/development_run.tsv"
+        f"{DEVELOPMENT}/benchmarks/synthesize_development.tsv"
     conda:
-        "../envs/gpu.yaml"
-    threads: workflow.cores
+        "../envs/cpu.yaml"
     params:
         development=config["fusion"]["development"],
         training=training_source(),
-        snakefile=str(Path(workflow.basedir) / "Snakefile"),
+        training_listing=training_listing,
     script:
-        "../workflow_scripts/development_run.py"
+        "../workflow_scripts/synthesize_development.py"

@@ -1,12 +1,14 @@
 rule ingest:
     """Decode, normalize and re-encode one shard of an image set; bad images become rejects."""
+    input:
+        synthesized=synthesized_images,
     output:
-        shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
-        rejects=f"{RESULTS}/images/{{set}}/{{shard}}.rejects.csv",
+        shard=f"{RUN}/images/{{set}}/{{shard}}.h5",
+        rejects=f"{RUN}/images/{{set}}/{{shard}}.rejects.csv",
     log:
-        f"{RESULTS}/logs/ingest/{{set}}/{{shard}}.log",
+        f"{RUN}/logs/ingest/{{set}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/ingest/{{set}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/ingest/{{set}}/{{shard}}.tsv"
     wildcard_constraints:
         set="|".join(IMAGE_SETS),
     conda:

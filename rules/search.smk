@@ -3,14 +3,14 @@ rule local_search:
     over one group of reference shards (memory bounded by the group, never by the whole
     reference set)."""
     input:
-        queries=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
+        queries=f"{RUN}/sift/{{view}}/{{shard}}.h5",
         references=reference_group_features,
     output:
-        neighbors=f"{RESULTS}/search/local/{{view}}/{{shard}}/{{group}}.h5",
+        neighbors=f"{RUN}/search/local/{{view}}/{{shard}}/{{group}}.h5",
     log:
-        f"{RESULTS}/logs/local_search/{{view}}/{{shard}}/{{group}}.log",
+        f"{RUN}/logs/local_search/{{view}}/{{shard}}/{{group}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/local_search/{{view}}/{{shard}}/{{group}}.tsv"
+        f"{RUN}/benchmarks/local_search/{{view}}/{{shard}}/{{group}}.tsv"
     wildcard_constraints:
         view="queries|queries_mirrored|crops_local",
     conda:
@@ -28,13 +28,13 @@ rule local_search:
 rule local_candidates:
     """Merge one query shard's neighbours over all reference groups into votes and candidates."""
     input:
-        queries=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
+        queries=f"{RUN}/sift/{{view}}/{{shard}}.h5",
         neighbors=query_shard_neighbors,
     output:
-        votes=f"{RESULTS}/search/local/{{view}}/{{shard}}.votes.csv",
-        candidates=f"{RESULTS}/search/local/{{view}}/{{shard}}.candidates.csv",
+        votes=f"{RUN}/search/local/{{view}}/{{shard}}.votes.csv",
+        candidates=f"{RUN}/search/local/{{view}}/{{shard}}.candidates.csv",
     log:
-        f"{RESULTS}/logs/local_candidates/{{view}}/{{shard}}.log",
+        f"{RUN}/logs/local_candidates/{{view}}/{{shard}}.log",
     wildcard_constraints:
         view="queries|queries_mirrored|crops_local",
     conda:
@@ -52,15 +52,15 @@ rule global_search:
     a model (one shard in memory at a time), with score normalization against the bank.
     """
     input:
-        queries=f"{RESULTS}/projected/{{model}}/{{view}}/{{shard}}.h5",
+        queries=f"{RUN}/projected/{{model}}/{{view}}/{{shard}}.h5",
         references=searched_reference_shards,
-        normalization=f"{RESULTS}/models/{{model}}/normalization.h5",
+        normalization=f"{RUN}/models/{{model}}/normalization.h5",
     output:
-        candidates=f"{RESULTS}/search/global/{{model}}/{{view}}/{{shard}}.candidates.csv",
+        candidates=f"{RUN}/search/global/{{model}}/{{view}}/{{shard}}.candidates.csv",
     log:
-        f"{RESULTS}/logs/global_search/{{model}}/{{view}}/{{shard}}.log",
+        f"{RUN}/logs/global_search/{{model}}/{{view}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/global_search/{{model}}/{{view}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/global_search/{{model}}/{{view}}/{{shard}}.tsv"
     wildcard_constraints:
         view="queries|crops_global",
     conda:

@@ -1,14 +1,14 @@
 rule sift:
     """OpenCV SIFT → RootSIFT uint8 descriptors for every image of one shard."""
     input:
-        shard=f"{RESULTS}/images/{{set}}/{{shard}}.h5",
+        shard=f"{RUN}/images/{{set}}/{{shard}}.h5",
     output:
-        features=f"{RESULTS}/sift/{{set}}/{{shard}}.h5",
-        sparse=f"{RESULTS}/sift/{{set}}/{{shard}}.sparse.csv",
+        features=f"{RUN}/sift/{{set}}/{{shard}}.h5",
+        sparse=f"{RUN}/sift/{{set}}/{{shard}}.sparse.csv",
     log:
-        f"{RESULTS}/logs/sift/{{set}}/{{shard}}.log",
+        f"{RUN}/logs/sift/{{set}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/sift/{{set}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/sift/{{set}}/{{shard}}.tsv"
     conda:
         "../envs/cpu.yaml"
     params:
@@ -21,11 +21,11 @@ rule mirror_query_sift:
     """The mirrored queries' SIFT (keypoints flipped, descriptors permuted): what the local
     search of mirrored copies reads (local.mirrored_queries)."""
     input:
-        features=f"{RESULTS}/sift/queries/{{shard}}.h5",
+        features=f"{RUN}/sift/queries/{{shard}}.h5",
     output:
-        features=f"{RESULTS}/sift/queries_mirrored/{{shard}}.h5",
+        features=f"{RUN}/sift/queries_mirrored/{{shard}}.h5",
     log:
-        f"{RESULTS}/logs/mirror_query_sift/{{shard}}.log",
+        f"{RUN}/logs/mirror_query_sift/{{shard}}.log",
     conda:
         "../envs/cpu.yaml"
     script:

@@ -3,15 +3,15 @@ rule verify:
     queries' features (view queries) or the local crops' (view crops_local)."""
     input:
         candidates=query_candidate_tables,
-        query_features=f"{RESULTS}/sift/{{view}}/{{shard}}.h5",
-        query_images=f"{RESULTS}/images/{{view}}/{{shard}}.h5",
+        query_features=f"{RUN}/sift/{{view}}/{{shard}}.h5",
+        query_images=f"{RUN}/images/{{view}}/{{shard}}.h5",
         reference_features=reference_sift_shards,
     output:
-        pairs=f"{RESULTS}/verify/{{view}}/{{shard}}.pairs.csv",
+        pairs=f"{RUN}/verify/{{view}}/{{shard}}.pairs.csv",
     log:
-        f"{RESULTS}/logs/verify/{{view}}/{{shard}}.log",
+        f"{RUN}/logs/verify/{{view}}/{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/verify/{{view}}/{{shard}}.tsv"
+        f"{RUN}/benchmarks/verify/{{view}}/{{shard}}.tsv"
     wildcard_constraints:
         view="queries|crops_local",
     conda:

@@ -10,7 +10,6 @@ from workflow_helpers import photo_tiles
 
 from copydetect.development import (
     DevelopmentParams,
-    development_config,
     development_params,
     make_development_set,
     synthesis_config,
@@ -33,25 +32,6 @@ def test_params_come_from_the_fusion_section() -> None:
     assert development_params(section) == DevelopmentParams(references=5, seed=2)
     with pytest.raises(ValueError, match="unknown fusion.development"):
         development_params({"referenses": 5})
-
-
-def test_config_keeps_models_and_switches_inputs_and_fusion(tmp_path: Path) -> None:
-    config = {
-        "queries": "q",
-        "references": "r",
-        "training": "t",
-        "ground_truth": "gt.csv",
-        "models": {"sscd": {"backend": "onnx", "weights": "models/sscd.onnx"}},
-        "overlay": {"detector": "weights/best.pt"},
-        "fusion": {"method": "logistic", "model": "", "top_k_per_query": 3},
-    }
-    dev = development_config(config, tmp_path / "data")
-    assert dev["queries"] == str((tmp_path / "data" / "queries").resolve())
-    assert dev["ground_truth"].endswith("data/ground_truth.csv") and dev["training"] == ""
-    assert dev["fusion"] == {"method": "rule", "model": "", "top_k_per_query": 3}
-    assert Path(dev["models"]["sscd"]["weights"]).is_absolute()
-    assert Path(dev["overlay"]["detector"]).is_absolute()
-    assert config["models"]["sscd"]["weights"] == "models/sscd.onnx"  # the input is untouched
 
 
 def test_development_set_is_made_from_the_training_images(tmp_path: Path) -> None:

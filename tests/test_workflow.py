@@ -371,7 +371,7 @@ def test_logistic_fusion_makes_its_own_development_run_from_the_training_set(
 ) -> None:
     root, config = finished_run
     jobs = plan(root / "run", {**config, "fusion": {"method": "logistic"}})
-    assert {"development_run", "fit_fusion", "fuse"} <= {rule for rule, _ in jobs}
+    assert {"synthesize_development", "fit_fusion", "fuse"} <= {rule for rule, _ in jobs}
     assert not [job for job in jobs if "set=" in job[1]]  # the run's own shards are reused
 
 

@@ -109,13 +109,16 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
 
 
 def plan(workdir: Path, config: dict, *args: str) -> list[Job]:
-    """The jobs a dry run would execute, as sorted (rule, wildcards) pairs."""
+    """The jobs a dry run would execute, as sorted (rule, wildcards) pairs. A main-run job is
+    written without its ``run=results`` wildcard; a development-run job keeps
+    ``run=results/development``."""
     result = snakemake(workdir, config, "-n", *args)
     assert result.returncode == 0, result.stdout[-5000:]
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
-        match = re.match(r"(?:local)?rule (\w+):", block)
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", result.stdout):
+        match = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if match:
             wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.append((match.group(1), wildcards.group(1) if wildcards else ""))
+            named = wildcards.group(1) if wildcards else ""
+            jobs.append((match.group(1), re.sub(r"^run=results(, |$)", "", named)))
     return sorted(jobs)
