@@ -21,9 +21,31 @@ from copydetect.inputs import (
     ImageSetError,
     assign_shards,
     group_shards,
-    list_image_set,
+    scan_image_set,
     shard_count,
 )
+from copydetect.run_lock import LiveRunError, require_run_lock, take_run_lock
+
+# Resume after kill -9 with the same command (copydetect.run_lock): the main Snakemake process
+# holds a kernel lock for its whole life; holding it proves that the Snakemake lock files a run
+# left behind are stale, so they are removed before Snakemake checks them. Jobs (SLURM job
+# steps re-reading this file) never touch it.
+if workflow.is_main_process:
+    take_run_lock()
+
+
+onstart:
+    hold_run_lock()
+
+
+def hold_run_lock():
+    """Before the first job: hold the run lock, or stop because another run is alive here."""
+    if workflow.is_main_process:
+        try:
+            require_run_lock()
+        except LiveRunError as error:
+            raise WorkflowError(str(error)) from None
+
 
 IMAGE_SETS = ("queries", "references", "training")
 # Crops of the queries made by detect_overlays: image shards like the others, one per query
@@ -61,9 +83,10 @@ def image_source(run, set_name):
     return "" if set_name == "training" else f"{development_data()}/{set_name}"
 
 
-def image_shards(run, set_name):
-    """Shard name -> ImageEntry list of one image set of a run, listed once (the development
-    set again when checkpoint synthesize_development has remade it)."""
+def image_listing(run, set_name):
+    """The images of one image set of a run and the files under it that listing turned away,
+    listed once (the development set again when checkpoint synthesize_development has remade
+    it)."""
     source = image_source(run, set_name)
     if not source:
         raise WorkflowError(
@@ -71,20 +94,36 @@ def image_shards(run, set_name):
             f"e.g. snakemake --config {set_name}=path/to/{set_name}"
         )
     made = os.stat(source).st_mtime_ns if run == DEVELOPMENT else None
-    return _listed_shards(source, set_name, made)
+    return _listing(source, set_name, made)
 
 
 @cache
-def _listed_shards(source, set_name, made):
+def _listing(source, set_name, made):
     try:
         stat = config["sharding"]["change_detection"] == "stat"
-        entries = list_image_set(source, set_name, fingerprint=stat)
+        return scan_image_set(source, set_name, fingerprint=stat)
     except ImageSetError as error:
         raise WorkflowError(str(error)) from None
+
+
+def image_shards(run, set_name):
+    """Shard name -> ImageEntry list of one image set of a run."""
+    entries = image_listing(run, set_name).entries
     spec = config["sharding"][set_name]
     return assign_shards(
         entries, shard_count(len(entries), spec["shard_size"], spec["num_shards"])
     )
+
+
+def listing_rejects(wildcards):
+    """[id, path, reason] rows of the files under a set that are not ingested (not images,
+    unreadable folders, names that are not UTF-8): summarize_ingest adds them to the set's
+    rejects table, so every file is accounted for."""
+    if wildcards.set not in IMAGE_SETS:
+        return []  # a crop set is made by the workflow, not listed
+    return [
+        [r.id, r.path, r.reason] for r in image_listing(RESULTS, wildcards.set).rejects
+    ]
 
 
 def shard_names(run, set_name):
@@ -240,9 +279,11 @@ def model_params(wildcards):
 
 
 def codebook_params(wildcards):
-    """The VLAD settings the codebook depends on (not ``power``, applied when encoding)."""
+    """The VLAD settings the codebook depends on (not ``power`` nor ``min_descriptors``,
+    applied when encoding)."""
     spec = model_params(wildcards)
     spec.pop("power", None)
+    spec.pop("min_descriptors", None)
     return spec
 
 

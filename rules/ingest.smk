@@ -32,5 +32,7 @@ rule summarize_ingest:
         f"{RESULTS}/logs/summarize_ingest/{{set}}.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        listing_rejects=listing_rejects,
     script:
         "../workflow_scripts/summarize_ingest.py"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 from script_runner import run_script
 
@@ -347,3 +348,20 @@ def test_pillow_open_is_left_unpatched(trained, tmp_path) -> None:
     not_an_image.write_text("hello")
     with pytest.raises(Image.UnidentifiedImageError):
         Image.open(not_an_image)
+
+
+def test_a_crafted_checkpoint_to_fine_tune_is_refused(data, tmp_path) -> None:
+    """overlay.train.model may name a local .pt: it is loaded without running its code."""
+    from test_model_files import RunsCode
+
+    marker, crafted = tmp_path / "code-ran", tmp_path / "crafted.pt"
+    torch.save({"model": RunsCode(marker)}, crafted)
+    code, log = run_rule(
+        "train_overlay_detector.py",
+        tmp_path / "train.log",
+        input={"dataset": str(data.dataset)},
+        output={"weights": str(tmp_path / "d.pt"), "metrics": str(tmp_path / "m.json")},
+        params={"train": {**TINY, "model": str(crafted)}, "gpu_lock_dir": str(tmp_path / "l")},
+    )
+    assert code == 1 and "overlay.train.model" in log and "was refused" in log
+    assert not marker.exists() and not (tmp_path / "d.pt").exists()

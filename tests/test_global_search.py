@@ -545,3 +545,31 @@ def test_fewer_vectors_than_dimensions_fit_through_the_gram_matrix(tmp_path: Pat
     np.testing.assert_allclose(cov @ spanned, spanned * norm.eigenvalues[:19], atol=1e-8)
     again = fit_normalization([path], NormalizationParams(pca_dim=32, whiten=False))
     np.testing.assert_array_equal(norm.projection, again.projection)
+
+
+def test_empty_vectors_carry_no_evidence(tmp_path: Path, training: SimpleNamespace) -> None:
+    """All-zero embeddings (VLAD of featureless images) stay zero through the PCA-whitening,
+    are left out of its fit, and an empty query gets no candidate, even against empty
+    references (centring would otherwise make every empty vector the same −mean direction)."""
+    fitted = fit_normalization(training.single, NormalizationParams(pca_dim=8))
+    with_zeros = tmp_path / "with_zeros"
+    with_zeros.mkdir()
+    padded = np.concatenate([training.vectors, np.zeros((5, training.d), np.float32)])
+    ids = [f"T{i:04d}" for i in range(len(padded))]
+    refit = fit_normalization(
+        write_shards(with_zeros, ids, padded, [np.arange(len(padded))], training.d),
+        NormalizationParams(pca_dim=8),
+    )
+    np.testing.assert_allclose(refit.mean, fitted.mean)  # the zero rows did not shape the fit
+    projected = fitted.apply(np.stack([np.zeros(training.d), training.vectors[0]]))
+    assert not projected[0].any() and projected[1].any()
+
+    refs = np.concatenate([np.zeros((2, training.d), np.float32), training.vectors[:4]])
+    ref_ids = ["empty_a", "empty_b", "r0", "r1", "r2", "r3"]
+    paths = write_shards(tmp_path, ref_ids, refs, [np.arange(6)], training.d)
+    queries = Embeddings(["blank", "q"], np.stack([np.zeros(training.d), training.vectors[0]]))
+    params = GlobalSearchParams(k=6, candidates_per_query=6)
+    table = global_candidates(queries, paths, fitted, params)
+    assert set(table["query_id"]) == {"q"}
+    empty = table[table["reference_id"].str.startswith("empty")]
+    assert (empty["global_similarity"] == 0).all() and (empty["global_rank"] > 4).all()

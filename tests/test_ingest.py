@@ -127,6 +127,8 @@ def bad_images(
     (d / "document.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     save(d / "one-pixel.png", Image.new("RGB", (1, 1), RED))
     save(d / "thin.png", Image.new("L", (400, 8)))
+    # Wide enough at full size, but stored at 512x3 (max_side 512): nothing left to describe.
+    save(d / "strip.png", Image.new("L", (4000, 20)))
     (d / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     expected = {
         "empty.jpg": "empty_file",
@@ -141,6 +143,7 @@ def bad_images(
         "document.pdf": "unsupported_format",
         "one-pixel.png": "too_small",
         "thin.png": "too_small",
+        "strip.png": "too_small",
         "garbage.png": "decode_error",
     }
     return {name: (d / name, code) for name, code in expected.items()}
@@ -159,6 +162,7 @@ BAD_NAMES = [
     "document.pdf",
     "one-pixel.png",
     "thin.png",
+    "strip.png",
     "garbage.png",
 ]
 
@@ -230,8 +234,8 @@ def test_shard_keeps_good_images_and_tables_bad_ones(tmp_path, good_images, bad_
         f"b_{name}": code for name, (_, code) in bad_images.items()
     }
     assert summary.n_ok == 3 and summary.n_rejected == len(bad_images)
-    assert summary.reasons["unsupported_format"] == 3 and sum(summary.reasons.values()) == 13
-    assert summary.describe().startswith("ingested 3 images, rejected 13 (decode_error=1, ")
+    assert summary.reasons["unsupported_format"] == 3 and sum(summary.reasons.values()) == 14
+    assert summary.describe().startswith("ingested 3 images, rejected 14 (decode_error=1, ")
     rejected_logs = [r for r in caplog.records if r.getMessage().startswith("rejected ")]
     assert len(rejected_logs) == len(bad_images)
     assert all(r.exc_info is None for r in caplog.records)  # a log line, never a traceback

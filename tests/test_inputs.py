@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from copydetect.inputs import (
     assign_shards,
     group_shards,
     list_image_set,
+    scan_image_set,
     shard_count,
     shard_index,
 )
@@ -98,3 +100,68 @@ def test_fingerprint_changes_when_an_image_is_overwritten(tmp_path: Path) -> Non
     after = list_image_set(tmp_path, "references", fingerprint=True)[0].fingerprint
     assert before != after and after.startswith("11:")
     assert list_image_set(tmp_path, "references")[0].fingerprint == ""
+
+
+def reasons(rejects) -> dict[str, str]:
+    return {r.path: r.reason.split(":")[0] for r in rejects}
+
+
+def test_every_file_is_listed_or_rejected_with_a_reason(tmp_path: Path) -> None:
+    for name in ("R1.jpe", "R2.JFIF", "R3.jpg", "photo.heic", "README", "notes.txt"):
+        touch(tmp_path / "sub" / name)
+    listing = scan_image_set(tmp_path, "references")
+    assert [e.id for e in listing.entries] == ["R1", "R2", "R3"]
+    assert reasons(listing.rejects) == {
+        str(tmp_path / "sub" / name): "unsupported_format"
+        for name in ("photo.heic", "README", "notes.txt")
+    }
+    assert {r.id for r in listing.rejects} == {"photo", "README", "notes"}
+
+
+def test_a_name_that_is_not_utf8_is_rejected_and_shown_escaped(tmp_path: Path) -> None:
+    touch(tmp_path / "R1.jpg")
+    bad = os.path.join(os.fsencode(tmp_path), b"bad\xff.jpg")
+    open(bad, "wb").close()
+    listing = scan_image_set(tmp_path, "references")
+    assert [e.id for e in listing.entries] == ["R1"]
+    (reject,) = listing.rejects
+    assert reject.path == str(tmp_path / "bad\\xff.jpg") and reject.id == "bad\\xff"
+    assert reject.reason.startswith("non_utf8_name:")
+    reject.path.encode("utf-8")  # writable to a CSV, a log, an HDF5 string
+
+
+def test_a_list_file_line_that_is_not_utf8_is_rejected(tmp_path: Path) -> None:
+    touch(tmp_path / "Q1.jpg")
+    listing_file = tmp_path / "queries.txt"
+    listing_file.write_bytes(b"Q1.jpg\nQ\xe92.jpg\n")
+    listing = scan_image_set(listing_file, "queries")
+    assert [e.id for e in listing.entries] == ["Q1"]
+    assert reasons(listing.rejects) == {str(tmp_path / "Q\\xe92.jpg"): "non_utf8_name"}
+
+
+def test_an_unreadable_folder_is_a_reject_not_a_silent_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    touch(tmp_path / "ok" / "R1.jpg")
+    touch(tmp_path / "locked" / "R2.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a mode-000 folder does to a non-root user
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    listing = scan_image_set(tmp_path, "references")
+    assert [e.id for e in listing.entries] == ["R1"]
+    (reject,) = listing.rejects
+    assert reject.path == str(tmp_path / "locked")
+    assert reject.reason == "unreadable_directory: Permission denied"
+
+
+def test_a_folder_symlink_loop_is_listed_once(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "R1.jpg")
+    (tmp_path / "a" / "back").symlink_to(tmp_path)
+    listing = scan_image_set(tmp_path, "references")
+    assert [e.id for e in listing.entries] == ["R1"]
+    assert reasons(listing.rejects) == {str(tmp_path / "a" / "back"): "symlink_loop"}

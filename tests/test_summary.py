@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from copydetect.summary import format_run_summary
+from copydetect.shards import write_image_shard
+from copydetect.summary import format_run_summary, summarize_shards
 
 
 def test_summary_names_metrics_branches_and_gallery(tmp_path: Path) -> None:
@@ -28,3 +29,16 @@ def test_summary_names_metrics_branches_and_gallery(tmp_path: Path) -> None:
 
 def test_summary_of_an_empty_folder_is_empty(tmp_path: Path) -> None:
     assert format_run_summary(tmp_path) == ""
+
+
+def test_listing_rejects_join_the_shards_rejects(tmp_path: Path) -> None:
+    shard = tmp_path / "s0000.h5"
+    write_image_shard(shard, [])
+    table = tmp_path / "s0000.rejects.csv"
+    table.write_text("id,path,reason\nR1,/x/R1.jpg,empty_file: file has 0 bytes\n")
+    listed = [["notes", "/x/notes.txt", "unsupported_format: .txt files are not listed"]]
+    summary = summarize_shards([shard], [table], tmp_path / "rejects.csv", listed)
+    assert summary.n_rejected == 2
+    assert summary.reasons == {"empty_file": 1, "unsupported_format": 1}
+    rows = (tmp_path / "rejects.csv").read_text().splitlines()
+    assert rows[1].startswith("notes,/x/notes.txt") and rows[2].startswith("R1,")

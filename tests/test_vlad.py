@@ -231,3 +231,12 @@ def test_embed_empty_shard_and_stale_codebook(tmp_path: Path, centroids: np.ndar
     assert read_embedding_shard(tmp_path / "v.h5").vectors.shape == (0, 16 * 128)
     with pytest.raises(ValueError, match="refit"):
         embed_sift_shard(tmp_path / "empty.h5", codebook, tmp_path / "w.h5", VladParams())
+
+
+def test_too_few_descriptors_give_no_vector(features: list[SiftFeatures], centroids) -> None:
+    """A featureless image (a handful of descriptors) gets the zero vector, not a VLAD vector
+    that every other featureless image would share."""
+    few = features[0].descriptors[:3]
+    assert vlad_encode(few, centroids, min_descriptors=1).any()
+    assert not vlad_encode(few, centroids, min_descriptors=4).any()
+    assert vlad_encode(features[0].descriptors[:4], centroids, min_descriptors=4).any()

@@ -12,7 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_helpers import ROOT, SNAKEMAKE, photo_tiles, plan, snakemake, write_tiny_sets
+from workflow_helpers import (
+    ROOT,
+    SNAKEMAKE,
+    photo_tiles,
+    plan,
+    snakemake,
+    snakemake_env,
+    write_tiny_sets,
+)
 
 from copydetect.inputs import shard_index
 
@@ -26,11 +34,15 @@ SMALL_SHARDS = {
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A completed run on 12 reference tiles (+2 bad files) in 4 shards, 5 queries in 2."""
+    """A completed run on 12 reference tiles (+4 bad files) in 4 shards, 5 queries in 2."""
     root = tmp_path_factory.mktemp("e2e")
     config = {**write_tiny_sets(root / "data"), **SMALL_SHARDS}
-    (root / "data" / "references" / "R900000.jpg").write_bytes(b"")
-    (root / "data" / "references" / "R900001.jpg").write_text("not an image")
+    references = root / "data" / "references"
+    (references / "R900000.jpg").write_bytes(b"")
+    (references / "R900001.jpg").write_text("not an image")
+    (references / "README").write_text("no extension: not listed, but not silently dropped")
+    with open(os.path.join(os.fsencode(references), b"R9\xff.jpg"), "wb") as bad_name:
+        bad_name.write(b"a file name that is not UTF-8")
     result = snakemake(root / "run", config)
     assert result.returncode == 0, result.stdout[-5000:]
     return root, config
@@ -62,6 +74,7 @@ def test_defaults_come_from_the_workflow_under_another_directory(tmp_path: Path)
         text=True,
         check=False,
         cwd=tmp_path,
+        env=snakemake_env(),
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "fit_vlad_codebook" in result.stdout and "local_candidates" in result.stdout
@@ -110,8 +123,15 @@ def test_bad_references_are_recorded_and_the_run_completes(
     summary = json.loads(
         (root / "run" / "results" / "images" / "references" / "summary.json").read_text()
     )
-    assert summary["n_images"] == 12 and summary["n_rejected"] == 2
-    assert summary["reasons"] == {"empty_file": 1, "not_an_image": 1}
+    assert summary["n_images"] == 12 and summary["n_rejected"] == 4
+    assert summary["reasons"] == {
+        "empty_file": 1,
+        "non_utf8_name": 1,
+        "not_an_image": 1,
+        "unsupported_format": 1,
+    }
+    rejects = (root / "run" / "results" / "images" / "references" / "rejects.csv").read_text()
+    assert "R9\\xff.jpg" in rejects and "README" in rejects
 
 
 def test_nothing_to_do_after_a_run(finished_run: tuple[Path, dict]) -> None:

@@ -74,9 +74,10 @@ def write_tiny_sets(
     }
 
 
-def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
-    """Run snakemake on the repository's Snakefile in ``workdir``; ``config`` (nested dicts) is
-    written to a YAML file given after config/config.yaml, so it overrides key by key."""
+def snakemake_command(workdir: Path, config: dict, *args: str) -> tuple[list[str], dict]:
+    """The command line and environment that run snakemake on the repository's Snakefile in
+    ``workdir``; ``config`` (nested dicts) is written to a YAML file given after
+    config/config.yaml, so it overrides key by key."""
     workdir.mkdir(parents=True, exist_ok=True)
     overrides = (
         workdir.parent / f".{workdir.name}-config-{len(list(workdir.parent.iterdir()))}.yaml"
@@ -95,7 +96,12 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
         "2",
         *args,
     ]
-    env = snakemake_env()
+    return cmd, snakemake_env()
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` (see :func:`snakemake_command`) to the end."""
+    cmd, env = snakemake_command(workdir, config, *args)
     # stdout and stderr merged: Snakemake prints errors to either depending on the phase.
     return subprocess.run(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, check=False

@@ -9,7 +9,10 @@ def main() -> None:
     from copydetect.summary import summarize_shards, write_summary
 
     summary = summarize_shards(
-        snakemake.input.shards, snakemake.input.rejects, snakemake.output.rejects
+        snakemake.input.shards,
+        snakemake.input.rejects,
+        snakemake.output.rejects,
+        snakemake.params.listing_rejects,
     )
     write_summary(summary, snakemake.output.summary)
     logging.info(

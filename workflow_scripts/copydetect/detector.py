@@ -136,7 +136,10 @@ def offline_ultralytics(config_dir: str | os.PathLike) -> ModuleType:
     """
     if "ultralytics" not in sys.modules:
         os.environ.update(
-            YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0", YOLO_CONFIG_DIR=str(Path(config_dir).resolve())
+            YOLO_OFFLINE="1",
+            YOLO_AUTOINSTALL="0",
+            YOLO_CONFIG_DIR=str(Path(config_dir).resolve()),
+            ULTRALYTICS_SAFE_LOAD="1",  # for processes ultralytics starts (dataloader workers)
         )
         _copy_fonts(Path(config_dir) / "Ultralytics")
     os.environ.pop("ULTRALYTICS_API_KEY", None)  # no uploads to the Ultralytics platform
@@ -155,7 +158,24 @@ def offline_ultralytics(config_dir: str | os.PathLike) -> ModuleType:
     _copy_fonts(utils.USER_CONFIG_DIR)
     utils.ONLINE = checks.ONLINE = False
     utils.SETTINGS.update(sync=False, api_key="", **dict.fromkeys(_INTEGRATIONS, False))
+    _restrict_checkpoint_loading()
     return ultralytics
+
+
+def _restrict_checkpoint_loading() -> None:
+    """Make every checkpoint ultralytics loads (a detector named in the config, a model to
+    fine-tune, best.pt at the end of training) a ``torch.load(weights_only=True)`` against its
+    allow-list of torch and ultralytics layer classes, instead of a full unpickling that runs
+    whatever code a crafted ``.pt`` carries. The module constant is set here because the
+    environment variable is only read at ultralytics' first import."""
+    from ultralytics.nn import tasks
+
+    if not tasks._SafeLoad.SUPPORTED:  # it would quietly fall back to a full unpickling
+        raise DetectorError(
+            "this torch cannot load detector checkpoints safely (weights_only with an "
+            "allow-list needs torch >= 2.6): refusing to unpickle detector files"
+        )
+    tasks.SAFE_LOAD = True
 
 
 def _pil_open():
@@ -292,10 +312,7 @@ def train_detector(
     with scratch_dir(weights_path.parent, f".{weights_path.name}.train-") as scratch:
         ultralytics = offline_ultralytics(scratch / "yolo_config")
         data_yaml = stage_dataset(dataset_dir, scratch / "data")
-        try:
-            model = ultralytics.YOLO(model_source(params, scratch), task="detect")
-        except FileNotFoundError as exc:  # a YAML that is neither a file nor one of ultralytics'
-            raise DetectorError(f"overlay.train.model {params.model!r}: {exc}") from None
+        model = build_yolo(ultralytics, model_source(params, scratch), "overlay.train.model")
         workers = params.workers if threads is None else min(params.workers, threads)
         start = time.monotonic()
         model.train(**train_arguments(params, data_yaml, device, workers, scratch))
@@ -378,8 +395,23 @@ def load_detector(weights: str | os.PathLike, config_dir: str | os.PathLike) -> 
     """The YOLO model of a local weights file (offline; a missing file is an error)."""
     if not Path(weights).is_file():
         raise DetectorError(f"detector weights not found: {weights}")
-    ultralytics = offline_ultralytics(config_dir)
-    return ultralytics.YOLO(str(weights), task="detect")
+    return build_yolo(offline_ultralytics(config_dir), str(weights), "overlay.detector")
+
+
+def build_yolo(ultralytics: ModuleType, source: str, key: str) -> Any:
+    """``ultralytics.YOLO(source)`` (a model YAML or a checkpoint, loaded by the restricted
+    loader of :func:`offline_ultralytics`), its failures as one message naming the config key."""
+    try:
+        return ultralytics.YOLO(source, task="detect")
+    except FileNotFoundError as exc:  # a YAML that is neither a file nor one of ultralytics'
+        raise DetectorError(f"{key} {source!r}: {exc}") from None
+    except TypeError as exc:  # the restricted loader refused the file, or it is not a checkpoint
+        detail = " ".join(str(exc).split())
+        raise DetectorError(
+            f"{key} {source!r} was refused: {detail} (detector files are loaded with "
+            "torch.load(weights_only=True) and ultralytics' allow-list of layer classes, so a "
+            "file that needs other Python objects is never unpickled)"
+        ) from None
 
 
 def predict_boxes(

@@ -306,6 +306,12 @@ def global_candidates(
     reference shards, score normalization against the bank of the final query vectors."""
     device = Device.choose(params.use_gpu)
     x = normalization.apply(queries.vectors)
+    # Featureless queries (all-zero vectors) are not searched: no evidence, and every
+    # reference would tie with them. A featureless reference scores 0 with every query, so it
+    # never looks like a copy either (before the zero rule, such images all shared one vector).
+    searched = x.any(axis=1)
+    query_ids = [i for i, keep in zip(queries.ids, searched, strict=True) if keep]
+    x = x[searched]
     if params.qe_k:
         first = knn_over_shards(
             x, reference_shards, normalization, max(params.k, params.qe_k), device, params.qe_k
@@ -317,7 +323,7 @@ def global_candidates(
         bank_sims = bank_similarity(x, normalization.bank, params.normalization_neighbors, device)
     else:
         bank_sims = np.zeros(len(x))
-    return _candidate_table(queries.ids, top, bank_sims, params)
+    return _candidate_table(query_ids, top, bank_sims, params)
 
 
 def augment_references(

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from copydetect.atomic import atomic_path
+from copydetect.inputs import IMAGE_EXTENSIONS
 from copydetect.params import config_params
 from copydetect.shards import ImageRecord, write_image_shard
 
@@ -49,9 +50,8 @@ REASON_CODES = (
     DECODE_ERROR,
 )
 
-ACCEPTED_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-)
+# The extensions a folder listing takes (copydetect.inputs) are the ones ingest accepts.
+ACCEPTED_EXTENSIONS = IMAGE_EXTENSIONS
 # Formats as Pillow names them after identifying the content (the extension may lie: a PNG
 # named .jpg is accepted). MPO is what Pillow calls many camera JPEGs.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
@@ -300,6 +300,14 @@ def _identify(fh: IO[bytes], params: IngestParams) -> ImageFile.ImageFile:
         raise _Bad(TOO_MANY_PIXELS, f"{width}x{height} exceeds max_pixels={params.max_pixels}")
     if min(width, height) < params.min_side:
         raise _Bad(TOO_SMALL, f"{width}x{height} has a side below min_side={params.min_side}")
+    # Checked on the stored size too: a 4000x20 strip stored at 512x3 has no keypoints left.
+    stored = _target_size(width, height, params.max_side)
+    if min(stored) < params.min_side:
+        raise _Bad(
+            TOO_SMALL,
+            f"{width}x{height} would be stored at {stored[0]}x{stored[1]}, "
+            f"a side below min_side={params.min_side}",
+        )
     return im
 
 

@@ -25,7 +25,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Extensions listed from a folder; ingest identifies the content, so a lying extension is fine.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+
+# Reasons of files that listing already turns away (ingest's codes, plus the listing's own).
+UNSUPPORTED_FORMAT = "unsupported_format"
+UNREADABLE_DIRECTORY = "unreadable_directory"
+NON_UTF8_NAME = "non_utf8_name"
+SYMLINK_LOOP = "symlink_loop"
 
 
 class ImageSetError(ValueError):
@@ -41,6 +50,38 @@ class ImageEntry:
     fingerprint: str = ""
 
 
+@dataclass(frozen=True)
+class ListingReject:
+    """A file or folder under a set that is not an image to ingest, with the reason: a row of
+    the set's rejects table (``id,path,reason``), so that no file vanishes without a word."""
+
+    id: str
+    path: str  # printable: bytes that are not UTF-8 shown as \xNN
+    reason: str  # "<code>: <detail>", like ingest's rejects
+
+
+@dataclass(frozen=True)
+class ImageListing:
+    """What listing a set found: the images to ingest (sorted by id) and what it turned away."""
+
+    entries: list[ImageEntry]
+    rejects: list[ListingReject]
+
+
+def printable_path(path: str) -> str:
+    """A path safe to write anywhere: undecodable bytes of the name (kept by Python as lone
+    surrogates) are shown as ``\\xNN``, which would otherwise fail every UTF-8 write."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def file_fingerprint(path: str) -> str:
     """``size:mtime_ns`` of a file, or ``missing`` (ingest then records it as unreadable)."""
     try:
@@ -54,31 +95,89 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk_directory(root: Path) -> Iterable[str]:
-    # os.walk uses scandir's d_type, so no per-file stat is needed to tell files from folders.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if _is_image_name(name):
-                yield os.path.join(dirpath, name)
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
-def _read_list_file(list_file: Path) -> Iterable[str]:
+def _reject(path: str, code: str, detail: str) -> ListingReject:
+    shown = printable_path(path)
+    return ListingReject(_stem(shown) or shown, shown, f"{code}: {detail}")
+
+
+class _Walk:
+    """A recursive listing that records what it cannot or will not list instead of skipping it
+    silently: unreadable folders, folder symlink loops and files that are not images."""
+
+    def __init__(self) -> None:
+        self.rejects: list[ListingReject] = []
+        self._seen: set[tuple[int, int]] = set()
+
+    def _on_error(self, error: OSError) -> None:
+        path = error.filename if isinstance(error.filename, str) else str(error.filename)
+        self.rejects.append(_reject(path, UNREADABLE_DIRECTORY, _one_line(error.strerror)))
+
+    def _first_visit(self, dirpath: str) -> bool:
+        # os.walk(followlinks=True) would follow a link to an ancestor until the path is too
+        # long; a folder reached twice (same device and inode) is a loop or a duplicate.
+        try:
+            st = os.stat(dirpath)
+        except OSError as error:
+            self._on_error(error)
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self._seen:
+            self.rejects.append(_reject(dirpath, SYMLINK_LOOP, "folder already listed"))
+            return False
+        self._seen.add(key)
+        return True
+
+    def files(self, root: Path) -> Iterable[str]:
+        # os.walk uses scandir's d_type, so no per-file stat is needed to tell files from
+        # folders; only folders are stat'ed (for the loop check).
+        for dirpath, dirnames, filenames in os.walk(root, onerror=self._on_error, followlinks=True):
+            if not self._first_visit(dirpath):
+                dirnames.clear()
+                continue
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if not _is_utf8(path):
+                    self.rejects.append(_reject(path, NON_UTF8_NAME, "the name is not UTF-8"))
+                elif not _is_image_name(name):
+                    ext = os.path.splitext(name)[1].lower() or "no extension"
+                    self.rejects.append(
+                        _reject(path, UNSUPPORTED_FORMAT, f"{ext} files are not listed")
+                    )
+                else:
+                    yield path
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_list_file(list_file: Path, rejects: list[ListingReject]) -> Iterable[str]:
     # Relative paths in a list are relative to the list file, so a list travels with its images.
     # os.path rather than pathlib: this runs once per image at planning time (1M lines).
+    # surrogateescape: a line that is not UTF-8 becomes a reject, not a crash of the planning.
     base = str(list_file.parent)
-    with open(list_file, encoding="utf-8") as handle:
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as handle:
         for line in handle:
             path = line.rstrip("\r\n")
             if not path.strip() or path.lstrip().startswith("#"):
                 continue
-            yield path if path.startswith("/") else os.path.join(base, path)
+            path = path if path.startswith("/") else os.path.join(base, path)
+            if _is_utf8(path):
+                yield path
+            else:
+                rejects.append(_reject(path, NON_UTF8_NAME, "the listed path is not UTF-8"))
 
 
-def list_image_set(
+def scan_image_set(
     source: str | os.PathLike, set_name: str, fingerprint: bool = False
-) -> list[ImageEntry]:
-    """List the images of a set, sorted by id; with ``fingerprint``, stat each image.
+) -> ImageListing:
+    """List the images of a set, sorted by id (with ``fingerprint``, stat each image), and the
+    files and folders under it that are not listed, each with its reason.
 
     Raises
     ------
@@ -86,15 +185,18 @@ def list_image_set(
         When the source does not exist, holds no image, or two files share an id.
     """
     root = Path(source)
+    rejects: list[ListingReject] = []
     if root.is_dir():
-        paths = _walk_directory(root)
+        walk = _Walk()
+        paths: Iterable[str] = walk.files(root)
+        rejects = walk.rejects
     elif root.is_file():
-        paths = _read_list_file(root)
+        paths = _read_list_file(root, rejects)
     else:
         raise ImageSetError(f"{set_name}: {str(source)!r} is neither a directory nor a list file")
     by_id: dict[str, str] = {}
     for path in paths:
-        image_id = os.path.splitext(os.path.basename(path))[0]
+        image_id = _stem(path)
         if image_id in by_id:
             raise ImageSetError(
                 f"{set_name}: duplicate image id {image_id!r}: {by_id[image_id]!r} and {path!r}"
@@ -105,9 +207,16 @@ def list_image_set(
             f"{set_name}: no images in {str(source)!r} "
             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
         )
-    if fingerprint:
-        return [ImageEntry(i, by_id[i], file_fingerprint(by_id[i])) for i in sorted(by_id)]
-    return [ImageEntry(i, by_id[i]) for i in sorted(by_id)]
+    fingerprints = {i: file_fingerprint(p) if fingerprint else "" for i, p in by_id.items()}
+    entries = [ImageEntry(i, by_id[i], fingerprints[i]) for i in sorted(by_id)]
+    return ImageListing(entries, sorted(rejects, key=lambda r: (r.path, r.reason)))
+
+
+def list_image_set(
+    source: str | os.PathLike, set_name: str, fingerprint: bool = False
+) -> list[ImageEntry]:
+    """The images of a set, sorted by id (see :func:`scan_image_set`)."""
+    return scan_image_set(source, set_name, fingerprint).entries
 
 
 def shard_count(n_images: int, shard_size: int, num_shards: int | str = "auto") -> int:

@@ -90,8 +90,12 @@ class Normalization:
             raise ValueError(
                 f"vectors have dim {x.shape[1]}, normalization expects {self.input_dim}"
             )
+        empty = ~x.any(axis=1)
         if self.projection is not None:
             x = (x - self.mean) @ self.projection
+        # An all-zero vector is "no evidence" (VLAD of a featureless image): centring would
+        # turn every such row into the same −mean direction, i.e. make them all alike.
+        x[empty] = 0.0
         return l2_normalize(x).astype(np.float32)
 
 
@@ -220,7 +224,8 @@ def _read_sample(
             raise ValueError(f"{path} has dim {emb.vectors.shape[1]}, earlier shards {dim}")
         dim = emb.vectors.shape[1]
         ranks = np.array([rank.get(i, -1) for i in emb.ids], dtype=np.int64)
-        moments.add(emb.vectors[(ranks >= 0) & (ranks < n_fit)])
+        # Zero vectors carry no evidence (apply keeps them zero): they do not shape the PCA.
+        moments.add(emb.vectors[(ranks >= 0) & (ranks < n_fit) & emb.vectors.any(axis=1)])
         in_bank = (ranks >= 0) & (ranks < n_bank)
         if bank is None:
             bank = np.zeros((n_bank, dim), dtype=np.float32)

@@ -35,8 +35,11 @@ def summarize_shards(
     shards: Sequence[str | os.PathLike],
     reject_tables: Sequence[str | os.PathLike],
     merged_rejects: str | os.PathLike,
+    listing_rejects: Sequence[Sequence[str]] = (),
 ) -> ImageSetSummary:
-    """Count images per shard and merge the reject tables (``id,path,reason``) into one."""
+    """Count images per shard and merge the reject tables (``id,path,reason``) into one, after
+    ``listing_rejects``: the rows of files that listing the set turned away (not images,
+    unreadable folders, names that are not UTF-8), which never reach an ingest job."""
     summary = ImageSetSummary(n_shards=len(shards))
     for shard in shards:
         n = len(read_shard_ids(shard))
@@ -46,6 +49,9 @@ def summarize_shards(
     with atomic_path(merged_rejects) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["id", "path", "reason"])
+        for image_id, path, reason in listing_rejects:
+            writer.writerow([image_id, path, reason])
+            reasons[_reason_code(reason)] += 1
         for table in reject_tables:
             for reject in read_rejects(table):
                 writer.writerow([reject.id, reject.path, reject.reason])

@@ -33,7 +33,7 @@ import numpy as np
 
 from copydetect.atomic import atomic_path
 from copydetect.params import config_params
-from copydetect.shards import read_sift_shard, write_embedding_shard
+from copydetect.shards import read_sift_shard, sift_descriptor_count, write_embedding_shard
 from copydetect.threads import single_thread
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class VladParams:
     iterations: int
     power: float  # exponent of the signed power normalization; 1.0 turns it off
     seed: int
+    min_descriptors: int  # fewer descriptors than this: the zero vector (no evidence)
 
     @property
     def dim(self) -> int:
@@ -76,9 +77,8 @@ def to_unit(descriptors: np.ndarray) -> np.ndarray:
 
 
 def descriptor_count(sift_shard_path: str | os.PathLike) -> int:
-    """Number of descriptors of a SIFT shard, read from the metadata only."""
-    with h5py.File(sift_shard_path, "r") as f:
-        return int(f["descriptors"].shape[0])
+    """Number of descriptors of a SIFT shard, read from its header only."""
+    return sift_descriptor_count(sift_shard_path)
 
 
 def allocate_quota(counts: Sequence[int], budget: int) -> np.ndarray:
@@ -118,8 +118,9 @@ def sample_descriptors(
     for path, take in zip(paths, quota, strict=True):
         if take == 0:
             continue
-        with h5py.File(path, "r") as f:
-            descriptors = f["descriptors"][:]
+        descriptors = np.concatenate(
+            [x.descriptors for x in read_sift_shard(path)] or [np.zeros((0, DESCRIPTOR_DIM))]
+        )
         rows = np.sort(rng.choice(len(descriptors), size=int(take), replace=False))
         sample[start : start + take] = to_unit(descriptors[rows])
         start += int(take)
@@ -206,16 +207,19 @@ def vlad_encode(
     centroids: np.ndarray,
     power: float = 0.5,
     index: faiss.IndexFlatL2 | None = None,
+    min_descriptors: int = 1,
 ) -> np.ndarray:
     """VLAD vector float32 [K·128] of one image's uint8 RootSIFT descriptors [n, 128].
 
-    Hard assignment to the nearest centroid. An image without descriptors gets the zero vector:
-    its cosine similarity to every image is 0, so it ranks after any real match but is still a
-    valid row of the embedding shard. Pass ``index`` (:func:`centroid_index`) to reuse it.
+    Hard assignment to the nearest centroid. An image with fewer than ``min_descriptors``
+    descriptors gets the zero vector: a few descriptors of a flat or smooth image fall in the
+    same cells whatever the image, so their VLAD vectors would be near-identical; the zero
+    vector is "no evidence" instead (its similarity to every image is 0, and the projection and
+    the global search keep it so). Pass ``index`` (:func:`centroid_index`) to reuse it.
     """
     centroids = np.asarray(centroids, dtype=np.float32)
     x = to_unit(descriptors)
-    if len(x) == 0:
+    if len(x) < max(1, min_descriptors):
         return np.zeros(centroids.size, dtype=np.float32)
     index = index if index is not None else centroid_index(centroids)
     _, nearest = index.search(x, 1)
@@ -244,8 +248,16 @@ def embed_sift_shard(
     vectors = np.zeros((len(features), params.dim), dtype=np.float32)
     with single_faiss_thread():
         for row, feats in enumerate(features):
-            vectors[row] = vlad_encode(feats.descriptors, centroids, params.power, index)
+            vectors[row] = vlad_encode(
+                feats.descriptors, centroids, params.power, index, params.min_descriptors
+            )
     write_embedding_shard(out_path, [f.id for f in features], vectors, dim=params.dim)
-    n_empty = sum(len(f.descriptors) == 0 for f in features)
-    logger.info("%s: %d images (%d without descriptors)", sift_shard_path, len(features), n_empty)
+    n_empty = sum(len(f.descriptors) < params.min_descriptors for f in features)
+    logger.info(
+        "%s: %d images (%d with fewer than %d descriptors: no vector)",
+        sift_shard_path,
+        len(features),
+        n_empty,
+        params.min_descriptors,
+    )
     return len(features)
