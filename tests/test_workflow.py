@@ -4,7 +4,6 @@ rules that read it; a new query batch → query side only)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import pytest
 from workflow_helpers import (
     ROOT,
     SNAKEMAKE,
+    best_per_query,
     photo_tiles,
     plan,
     snakemake,
@@ -102,13 +102,7 @@ def test_empty_set_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_end_to_end_predicts_the_copies(finished_run: tuple[Path, dict]) -> None:
     root, _ = finished_run
-    with open(root / "run" / "results" / "predictions.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows and list(rows[0]) == ["query_id", "reference_id", "score"]
-    best = {}
-    for row in rows:
-        if float(row["score"]) > best.get(row["query_id"], ("", -1.0))[1]:
-            best[row["query_id"]] = (row["reference_id"], float(row["score"]))
+    best = best_per_query(root / "run" / "results" / "predictions.csv")
     for i in range(4):
         assert best[f"Q{i:05d}"][0] == f"R{i:06d}"
     metrics = json.loads((root / "run" / "results" / "eval" / "metrics.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -122,3 +123,15 @@ def plan(workdir: Path, config: dict, *args: str) -> list[Job]:
             named = wildcards.group(1) if wildcards else ""
             jobs.append((match.group(1), re.sub(r"^run=results(, |$)", "", named)))
     return sorted(jobs)
+
+
+def best_per_query(predictions: Path) -> dict[str, tuple[str, float]]:
+    """query_id -> (reference_id, score) of its highest-scored row in a predictions.csv."""
+    with open(predictions, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["query_id", "reference_id", "score"]
+    best: dict[str, tuple[str, float]] = {}
+    for row in rows:
+        if float(row["score"]) > best.get(row["query_id"], ("", -1.0))[1]:
+            best[row["query_id"]] = (row["reference_id"], float(row["score"]))
+    return best

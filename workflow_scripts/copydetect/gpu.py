@@ -22,7 +22,6 @@ jobs on a node must agree on ``CUDA_DEVICE_ORDER`` for numeric ids to mean the s
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -32,6 +31,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from copydetect.flock import try_flock
 
 logger = logging.getLogger(__name__)
 
@@ -123,27 +124,12 @@ def _prepare_lock_dir(lock_dir: Path) -> None:
         lock_dir.chmod(0o1777)
 
 
-def _try_lock(path: Path) -> int | None:
-    """An open descriptor holding ``path``'s exclusive flock, or None if someone else has it."""
-    # Read-only suffices for flock and still works on a file another user created with 0o644.
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _try_lease(n: int, lock_dir: Path, devices: list[str]) -> GpuLease | None:
     """Lock the first ``n`` free devices in order, or none at all."""
     lease = GpuLease()
     for device in devices:
         path = lock_file(lock_dir, device)
-        fd = _try_lock(path)
+        fd = try_flock(path)
         if fd is None:
             continue
         lease.devices.append(device)

@@ -11,11 +11,12 @@ workflow is alive in the folder, so the Snakemake locks it finds are stale and c
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from copydetect.flock import try_flock
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,10 @@ class RunLock:
 
 
 def _try_flock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()}\n".encode())
+    fd = try_flock(path, writable=True, mode=0o644)
+    if fd is not None:  # who holds it, for the message of a run that finds it taken
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}\n".encode())
     return fd
 
 
