@@ -11,6 +11,7 @@ import pytest
 import yaml
 from script_runner import run_script
 
+import copydetect.progress
 from copydetect.knn import merge_topk
 from copydetect.local_search import (
     VOTE_COLUMNS,
@@ -376,7 +377,10 @@ def test_params_accept_the_config_sections_and_reject_unknown_keys() -> None:
         VoteParams(ratio=1.5)
 
 
-def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> None:
+def test_rule_scripts_end_to_end(
+    tmp_path: Path, dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(copydetect.progress, "PROGRESS_EVERY_S", 0.0)  # a line per query block
     search = {"k": 1, "index": "flat", "use_gpu": "never"}
     neighbor_files = []
     for name, group in (("g0", dataset.shards[:2]), ("g1", dataset.shards[2:])):
@@ -395,7 +399,11 @@ def test_rule_scripts_end_to_end(tmp_path: Path, dataset: SimpleNamespace) -> No
             ),
         )
         neighbor_files.append(str(out))
-    assert "peak RSS" in (tmp_path / "search_g0.log").read_text()
+    log = (tmp_path / "search_g0.log").read_text()
+    assert "peak RSS" in log
+    n = dataset.layout.n_descriptors  # one query block per reference shard, two shards
+    assert f"{n:,} / {2 * n:,} query descriptors × reference shards (50.0 %), " in log
+    assert f"{2 * n:,} / {2 * n:,} query descriptors × reference shards (100.0 %) done" in log
     run_script(
         "local_candidates.py",
         SimpleNamespace(

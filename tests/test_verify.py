@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 import skimage.data
 from image_helpers import edited_copy, jpeg_bytes
 
+import copydetect.progress
 from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
 from copydetect.sift import SiftParams, extract_sift, flipped_features, sift_shard
 from copydetect.tables import read_table
@@ -169,7 +171,8 @@ def candidate_table() -> pd.DataFrame:
     )
 
 
-def test_verify_candidates_is_independent_of_processes(shards) -> None:
+def test_verify_candidates_is_independent_of_processes(shards, caplog, monkeypatch) -> None:
+    monkeypatch.setattr(copydetect.progress, "PROGRESS_EVERY_S", 0.0)  # a line per query
     root = shards["root"]
     args = (root / "queries.h5", root / "queries_mirrored.h5", shards["references"], VERIFY)
     one = verify_candidates(candidate_table(), *args, processes=1)
@@ -178,10 +181,15 @@ def test_verify_candidates_is_independent_of_processes(shards) -> None:
         # Regression: forked workers hung when the parent's OpenCV thread pool was running.
         cv2.setNumThreads(4)
         cv2.resize(np.zeros((2000, 2000), np.uint8), (500, 500), interpolation=cv2.INTER_AREA)
-        two = verify_candidates(candidate_table(), *args, processes=2)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="copydetect.verify"):
+            two = verify_candidates(candidate_table(), *args, processes=2)
     finally:
         cv2.setNumThreads(threads)
     pd.testing.assert_frame_equal(one, two)
+    # The parent counts each query's 4 pairs as its worker's results come back.
+    progress = [m.split(" (")[0] for m in caplog.messages if "candidate pairs verified" in m]
+    assert progress == [f"{n} / 12 candidate pairs verified" for n in (4, 8, 12, 12)]
 
     assert list(one["query_id"]) == sorted(one["query_id"])
     assert "votes" in one.columns and len(one) == 12

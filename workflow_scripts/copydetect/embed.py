@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from copydetect.devices import DeviceError, resolve_device
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import decode_rgb, iter_image_records, write_embedding_shard
 from copydetect.vectors import l2_normalize
 
@@ -561,11 +562,14 @@ def load_embedder(params: EmbedParams) -> Embedder:
 def run_batches(embedder: Embedder, batches: Iterable[Batch], n_images: int) -> np.ndarray:
     """Embed every batch and put each row back at its image's index: float32 ``[n, d]``."""
     out: np.ndarray | None = None
+    progress = Progress(n_images, "images", log=logger)
     for indices, inputs in batches:
         vectors = embedder.embed(inputs)
         if out is None:
             out = np.zeros((n_images, vectors.shape[1]), np.float32)
         out[indices] = vectors
+        progress.advance(len(indices))
+    progress.done()
     return out if out is not None else np.zeros((0, embedder.dim), np.float32)
 
 

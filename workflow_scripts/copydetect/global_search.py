@@ -36,6 +36,7 @@ import pandas as pd
 from copydetect.knn import GPU_MAX_K, Device, merge_topk, tie_safe_topk
 from copydetect.normalization import Normalization
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import Embeddings, read_embedding_shard
 from copydetect.vectors import l2_normalize
 
@@ -197,12 +198,15 @@ def knn_over_shards(
     top = ShardTopK.empty(len(queries), k, min(gather, k), queries.shape[1])
     if len(queries) == 0:
         return top
+    progress = Progress(len(reference_shards), "reference shards", log=logger)
     for path in reference_shards:
         start = time.perf_counter()
         found = _shard_topk(path, queries, normalization, k, top.vectors.shape[1], device)
         if found is not None:
             top = top.merge(found[0], found[1], Path(path).stem, found[2])
         logger.info("%s: searched in %.2f s", path, time.perf_counter() - start)
+        progress.advance()
+    progress.done()
     return top
 
 

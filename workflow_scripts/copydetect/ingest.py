@@ -26,6 +26,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from copydetect.atomic import atomic_path
 from copydetect.inputs import IMAGE_EXTENSIONS
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import ImageRecord, write_image_shard
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def ingest_shard(
     params = params or IngestParams()
     records: list[ImageRecord] = []
     rejects: list[Reject] = []
+    progress = Progress(len(items), "images", log=logger)
     for image_id, path in items:
         try:
             records.append(ingest_image(image_id, path, params))
@@ -216,6 +218,8 @@ def ingest_shard(
                 ) from None
             logger.warning("rejected %s (%r): %s", image_id, exc.path, exc.reason)
             rejects.append(Reject(image_id, exc.path, exc.reason))
+        progress.advance()
+    progress.done()
     # The rejects table is renamed into place only after the shard has been, so a failure while
     # writing the shard leaves neither file behind.
     with atomic_path(rejects_csv) as tmp:

@@ -40,6 +40,7 @@ import pandas as pd
 from copydetect.atomic import atomic_path
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
 
 logger = logging.getLogger(__name__)
@@ -206,17 +207,23 @@ def build_searcher(ref: np.ndarray, params: LocalSearchParams) -> Searcher:
 
 
 def descriptor_knn(
-    query_desc: np.ndarray, ref_desc: np.ndarray, params: LocalSearchParams
+    query_desc: np.ndarray,
+    ref_desc: np.ndarray,
+    params: LocalSearchParams,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest reference descriptors of every query descriptor.
 
     Returns ``dist`` float32 [n, k] (squared L2, ascending, inf where fewer than k references) and
     ``idx`` int64 [n, k] (row of ``ref_desc``, -1 where none). Ties go to the smaller row.
+    ``progress``, when given, counts the query rows searched.
     """
     n, m, k = len(query_desc), len(ref_desc), params.k
     dist = np.full((n, k), np.inf, dtype=np.float32)
     idx = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or m == 0:
+        if progress is not None:
+            progress.advance(n)
         return dist, idx
     searcher = build_searcher(np.asarray(ref_desc, dtype=np.uint8).reshape(-1, DIM), params)
     for start in range(0, n, QUERY_CHUNK):
@@ -224,6 +231,8 @@ def descriptor_knn(
         dist[start : start + len(chunk)], idx[start : start + len(chunk)] = tie_safe_topk(
             searcher, chunk, k, m, TIE_BUDGET
         )
+        if progress is not None:
+            progress.advance(len(chunk))
     return dist, idx
 
 
@@ -252,6 +261,7 @@ def _shard_topk(
     path: str | os.PathLike,
     rank: Mapping[str, int],
     params: LocalSearchParams,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one reference shard with results as global keys (rank of id << 32 | keypoint).
 
@@ -264,7 +274,7 @@ def _shard_topk(
     image_rank = np.array([rank[f.id] for f in features], dtype=np.int64)
     ref_desc = _stack_descriptors(features)
     del features  # the shard as read (keypoints too) need not live alongside the index
-    dist, idx = descriptor_knn(query_desc, ref_desc, params)
+    dist, idx = descriptor_knn(query_desc, ref_desc, params, progress)
     if len(ref_desc) == 0:  # empty shard, or only images without keypoints: nothing found
         return dist, idx
     image = np.searchsorted(offsets, np.maximum(idx, 0), side="right") - 1
@@ -285,11 +295,16 @@ def search_group(
     rank = {ref_id: i for i, ref_id in enumerate(ref_ids)}
     dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
     keys = np.full((len(query_desc), params.k), -1, dtype=np.int64)
+    # Counted in query descriptors searched against one shard: a shard's index is built before
+    # its first block, so the rate includes building.
+    total = len(query_desc) * len(reference_sift_paths)
+    progress = Progress(total, "query descriptors × reference shards", log=logger)
     for path in reference_sift_paths:
         start = time.perf_counter()
-        dist_s, keys_s = _shard_topk(query_desc, path, rank, params)
+        dist_s, keys_s = _shard_topk(query_desc, path, rank, params, progress)
         dist, keys, _ = merge_topk(dist, keys, dist_s, keys_s, params.k)
         logger.info("%s: searched in %.1f s", path, time.perf_counter() - start)
+    progress.done()
     return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from copydetect.atomic import atomic_path
 from copydetect.params import config_params
-from copydetect.shards import SiftFeatures, iter_image_records, write_sift_shard
+from copydetect.progress import Progress
+from copydetect.shards import SiftFeatures, iter_image_records, read_shard_ids, write_sift_shard
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +174,15 @@ def sift_shard(
     describe = flipped_features if mirrored else extract_sift
     features: list[SiftFeatures] = []
     summary = SiftSummary()
+    progress = Progress(len(read_shard_ids(image_shard_path)), "images", log=logger)
     for record in iter_image_records(image_shard_path):
         feats = describe(decode_gray(record.jpeg), params, record.id, detector)
         features.append(feats)
         summary.n_images += 1
         if len(feats.keypoints) < params.min_keypoints:
             summary.sparse[record.id] = len(feats.keypoints)
+        progress.advance()
+    progress.done()
     write_sift_shard(out_path, features)
     logger.info(
         "%s%s: %d images, %d keypoints, %d sparse (< %d keypoints)",

@@ -23,7 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import SiftFeatures, read_sift_rows
 from copydetect.tables import ID_COLUMNS
 from copydetect.threads import single_thread
@@ -336,10 +337,11 @@ def verify_candidates(
     _INPUTS = _load_inputs(table, query_sift_path, mirrored_sift_path, reference_sift_paths, params)
     tasks = _tasks(table)
     processes = max(1, min(processes, len(tasks)))
+    progress = Progress(len(table), "candidate pairs verified", log=logger)
     try:
         if processes == 1:
             _init_worker()
-            results = [_verify_query(task) for task in tasks]
+            results = _counted((_verify_query(task) for task in tasks), progress)
         else:
             context = multiprocessing.get_context("fork")
             # A forked child that calls cv2.setNumThreads hangs when the parent's pool has
@@ -348,10 +350,23 @@ def verify_candidates(
                 single_thread(cv2.getNumThreads, cv2.setNumThreads),
                 context.Pool(processes, initializer=_init_worker) as pool,
             ):
-                results = list(pool.imap_unordered(_verify_query, tasks, chunksize=1))
+                results = _counted(pool.imap_unordered(_verify_query, tasks, chunksize=1), progress)
     finally:
         _INPUTS = None
+    progress.done()
     return _attach_evidence(table, [item for chunk in results for item in chunk])
+
+
+def _counted(
+    chunks: Iterable[list[tuple[int, dict]]], progress: Progress
+) -> list[list[tuple[int, dict]]]:
+    """Collect each query's results as they come back (from the pool: in the parent), counting
+    its pairs."""
+    results = []
+    for chunk in chunks:
+        results.append(chunk)
+        progress.advance(len(chunk))
+    return results
 
 
 def _attach_evidence(table: pd.DataFrame, results: list[tuple[int, dict]]) -> pd.DataFrame:

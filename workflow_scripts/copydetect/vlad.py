@@ -33,6 +33,7 @@ import numpy as np
 
 from copydetect.atomic import atomic_path
 from copydetect.params import config_params
+from copydetect.progress import Progress
 from copydetect.shards import read_sift_shard, sift_descriptor_count, write_embedding_shard
 from copydetect.threads import single_thread
 
@@ -246,11 +247,14 @@ def embed_sift_shard(
     features = read_sift_shard(sift_shard_path)
     index = centroid_index(centroids)
     vectors = np.zeros((len(features), params.dim), dtype=np.float32)
+    progress = Progress(len(features), "images", log=logger)
     with single_faiss_thread():
         for row, feats in enumerate(features):
             vectors[row] = vlad_encode(
                 feats.descriptors, centroids, params.power, index, params.min_descriptors
             )
+            progress.advance()
+    progress.done()
     write_embedding_shard(out_path, [f.id for f in features], vectors, dim=params.dim)
     n_empty = sum(len(f.descriptors) < params.min_descriptors for f in features)
     logger.info(
