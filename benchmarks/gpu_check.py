@@ -210,18 +210,20 @@ def job_shard(relative: Path) -> tuple[str, str | None, str | None]:
 
     ``embed/vlad/queries/s0000.tsv`` → (embed, queries, s0000); ``local_search/crops_local/
     s0001/g0000.tsv`` → (local_search, crops_local, s0001); a job of no shard → (stage, None,
-    None). The image set of crop views is the crop shard itself.
+    None). The image set of crop views is the crop shard itself; STAGE_SETS gives the others.
     """
     parts = relative.with_suffix("").parts
     stage = parts[0]
     shard = next((p for p in parts[1:] if re.fullmatch(r"s\d+", p)), None)
     sets = [p for p in parts[1:] if p in IMAGE_SETS]
-    image_set = sets[-1] if sets else None
+    image_set = sets[-1] if sets else STAGE_SETS.get(stage)
     if image_set == "queries_mirrored":
         image_set = "queries"
     return stage, image_set, shard
 
 
+# The image set of stages whose paths name none (rules/detect.smk, rules/embed.smk).
+STAGE_SETS = {"detect_overlays": "queries", "augment_references": "references"}
 IMAGE_SETS = (
     "queries",
     "queries_mirrored",
@@ -344,16 +346,16 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
     }
     (scratch / "gpu_check.yaml").write_text(yaml.safe_dump(overlay))
     snakemake = Path(sys.executable).parent / "snakemake"
-    base = [
-        str(snakemake),
+    options = [
         "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(scratch),
         "--configfile", str(ROOT / "config" / "demo.yaml"), str(scratch / "gpu_check.yaml"),
         "--cores", str(cores),
         "--resources", f"gpu={gpus}",
     ]  # fmt: skip
-    subprocess.run([*base, "synthesize_queries"], check=True)
-    subprocess.run(base, check=True)
+    # Targets first: --configfile and --resources take every word after them.
+    subprocess.run([str(snakemake), "synthesize_queries", *options], check=True)
+    subprocess.run([str(snakemake), "all", *options], check=True)
 
 
 def count_shard_images(path: Path) -> int:

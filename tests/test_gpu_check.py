@@ -143,7 +143,8 @@ def test_check_gpu_use_reports_each_failure() -> None:
         ("embed/resnet/queries/s0000.tsv", ("embed", "queries", "s0000")),
         ("local_search/queries_mirrored/s0001/g0000.tsv", ("local_search", "queries", "s0001")),
         ("global_search/vlad/crops_global/s0002.tsv", ("global_search", "crops_global", "s0002")),
-        ("augment_references/vlad/s0003.tsv", ("augment_references", None, "s0003")),
+        ("augment_references/vlad/s0003.tsv", ("augment_references", "references", "s0003")),
+        ("detect_overlays/s0004.tsv", ("detect_overlays", "queries", "s0004")),
         ("train_overlay_detector.tsv", ("train_overlay_detector", None, None)),
     ],
 )
@@ -310,3 +311,23 @@ def test_main_writes_the_section_when_the_logs_prove_gpu_use(
     assert "| train_overlay_detector | 1 | 1000 | 40.00 | 25.0 |" in text  # 500 images × 2 epochs
     assert "| local_search | 1 | 32 | 4.00 | 8.0 |" in text
     assert "local_search 8.0" in text
+
+
+def test_run_demo_commands_parse_and_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snakemake accepts run_demo's command line and the config overlay (dry run, no GPU)."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    gpu_check.run_demo(tmp_path, cores=2, epochs=3, train_images=500, gpus=2)
+    assert [c[1] for c in commands] == ["synthesize_queries", "all"]
+    assert commands[1][-2:] == ["--resources", "gpu=2"]
+    monkeypatch.undo()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "workflow_scripts"),
+    }
+    done = subprocess.run(
+        [*commands[0], "--dry-run", "--quiet"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
