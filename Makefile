@@ -49,10 +49,19 @@ unit-tests: $(VENV)/.installed browser
 # On a CUDA machine: build .venv-gpu, then prove the GPU path (benchmarks/gpu_check.py: the demo
 # with --resources gpu=2 and a few YOLO epochs; asserts from the job logs that torch and faiss ran
 # on leased, distinct GPUs; writes GPU throughput to benchmarks/results.md). Refuses on a CPU.
+# GPU_PYTHON=python3: use that interpreter (torch with CUDA, faiss-gpu, the pins' other packages
+# already there, e.g. carried as wheels) instead of building .venv-gpu, for a machine with no
+# package index. GPU_CHECK_ARGS: more options (--scratch DIR, --results FILE, --epochs N).
 GPU_CORES ?= 16
+GPU_PYTHON ?=
+GPU_CHECK_ARGS ?=
 gpu-check:
+ifeq ($(GPU_PYTHON),)
 	$(MAKE) GPU=1 .venv-gpu/.installed
-	.venv-gpu/bin/python benchmarks/gpu_check.py --cores $(GPU_CORES)
+	.venv-gpu/bin/python benchmarks/gpu_check.py --cores $(GPU_CORES) $(GPU_CHECK_ARGS)
+else
+	$(GPU_PYTHON) benchmarks/gpu_check.py --cores $(GPU_CORES) $(GPU_CHECK_ARGS)
+endif
 
 # Headless Chromium (Debian's package) for the gallery's real-browser test in tests/test_gallery.py.
 browser:

@@ -345,7 +345,8 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
         },
     }
     (scratch / "gpu_check.yaml").write_text(yaml.safe_dump(overlay))
-    snakemake = Path(sys.executable).parent / "snakemake"
+    # python -m: works also where snakemake was pip-installed with --target (no bin/ script).
+    snakemake = [sys.executable, "-m", "snakemake"]
     options = [
         "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(scratch),
@@ -354,8 +355,8 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
         "--resources", f"gpu={gpus}",
     ]  # fmt: skip
     # Targets first: --configfile and --resources take every word after them.
-    subprocess.run([str(snakemake), "synthesize_queries", *options], check=True)
-    subprocess.run([str(snakemake), "all", *options], check=True)
+    subprocess.run([*snakemake, "synthesize_queries", *options], check=True)
+    subprocess.run([*snakemake, "all", *options], check=True)
 
 
 def count_shard_images(path: Path) -> int:

@@ -320,7 +320,9 @@ def test_run_demo_commands_parse_and_validate(
     commands: list[list[str]] = []
     monkeypatch.setattr(gpu_check.subprocess, "run", lambda cmd, check: commands.append(cmd))
     gpu_check.run_demo(tmp_path, cores=2, epochs=3, train_images=500, gpus=2)
-    assert [c[1] for c in commands] == ["synthesize_queries", "all"]
+    assert [c[:4] for c in commands] == [
+        [sys.executable, "-m", "snakemake", target] for target in ("synthesize_queries", "all")
+    ]
     assert commands[1][-2:] == ["--resources", "gpu=2"]
     monkeypatch.undo()
     env = {
