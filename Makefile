@@ -1,20 +1,28 @@
 # Two commands on a fresh machine:  make demo   (set up + run the demo)   make test   (checks)
 PYTHON ?= python3.11
+# make GPU=1 …: the same targets in .venv-gpu, built from requirements-gpu.txt (faiss-gpu).
+GPU ?= 0
+ifeq ($(GPU),1)
+VENV := .venv-gpu
+REQUIREMENTS := requirements-gpu.txt
+else
 VENV := .venv
+REQUIREMENTS := requirements.txt
+endif
 BIN := $(VENV)/bin
 CORES ?= 2
 OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.txt)
 
-.PHONY: demo demo-data test lint unit-tests browser clean-demo
+.PHONY: demo demo-data test lint unit-tests browser clean-demo gpu-check
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
 # one reinstalled without dependencies. Last, the copydetect package
 # (pyproject.toml), editable: a regular install would copy the code into the venv, and the rules
 # and scripts would go on importing that copy after every edit until the next reinstall.
-$(VENV)/.installed: requirements.txt requirements-opencv.txt pyproject.toml
+$(VENV)/.installed: $(REQUIREMENTS) requirements-opencv.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
 	$(BIN)/pip uninstall --quiet --yes opencv-python opencv-python-headless
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(OPENCV_PIN)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -37,6 +45,23 @@ lint: $(VENV)/.installed
 
 unit-tests: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q
+
+# On a CUDA machine: build .venv-gpu, then prove the GPU path (benchmarks/gpu_check.py: the demo
+# with --resources gpu=2 and a few YOLO epochs; asserts from the job logs that torch and faiss ran
+# on leased, distinct GPUs; writes GPU throughput to benchmarks/results.md). Refuses on a CPU.
+# GPU_PYTHON=python3: use that interpreter (torch with CUDA, faiss-gpu, the pins' other packages
+# already there, e.g. carried as wheels) instead of building .venv-gpu, for a machine with no
+# package index. GPU_CHECK_ARGS: more options (--scratch DIR, --results FILE, --epochs N).
+GPU_CORES ?= 16
+GPU_PYTHON ?=
+GPU_CHECK_ARGS ?=
+gpu-check:
+ifeq ($(GPU_PYTHON),)
+	$(MAKE) GPU=1 .venv-gpu/.installed
+	.venv-gpu/bin/python benchmarks/gpu_check.py --cores $(GPU_CORES) $(GPU_CHECK_ARGS)
+else
+	$(GPU_PYTHON) benchmarks/gpu_check.py --cores $(GPU_CORES) $(GPU_CHECK_ARGS)
+endif
 
 # Headless Chromium (Debian's package) for the gallery's real-browser test in tests/test_gallery.py.
 browser:

@@ -17,6 +17,7 @@ def main(job: RuleJob, detect: dict) -> None:
         params = DetectParams.from_mapping(detect)
         device = resolve_device(params.device, job.on_gpu, gpu="0")
         logging.info("detecting on %s: %s", device, params)
+        logging.info("torch device: %s", device)  # read by benchmarks/gpu_check.py
         detect_overlays(
             snakemake.input.shard,
             snakemake.input.weights,

@@ -16,6 +16,7 @@ def main(job: RuleJob, train: dict) -> None:
         params = TrainParams.from_mapping(train)
         device = resolve_device(params.device, job.on_gpu, gpu="0")
         logging.info("training on %s: %s", device, params)
+        logging.info("torch device: %s", device)  # read by benchmarks/gpu_check.py
         train_detector(
             snakemake.input.dataset,
             snakemake.output.weights,

@@ -479,9 +479,11 @@ class OnnxEmbedder(Embedder):
 
 def _torch_device(params: EmbedParams) -> torch.device:
     try:
-        return torch.device(resolve_device(params.device))
+        device = torch.device(resolve_device(params.device))
     except DeviceError as exc:  # the rule script reports EmbedErrors as configuration errors
         raise EmbedError(str(exc)) from None
+    logger.info("torch device: %s", device)  # read by benchmarks/gpu_check.py
+    return device
 
 
 def load_torchscript(params: EmbedParams, device: torch.device) -> TorchEmbedder:

@@ -49,8 +49,11 @@ class Device:
         available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if use_gpu == "always" and not available:
             raise RuntimeError(f"{setting} is 'always' but faiss sees no GPU (faiss-gpu needed)")
+        # One line per job that builds an index; benchmarks/gpu_check.py reads it.
         if available and use_gpu != "never":
+            logger.info("faiss device: gpu")
             return cls(faiss.StandardGpuResources())
+        logger.info("faiss device: cpu")
         return cls()
 
     @property

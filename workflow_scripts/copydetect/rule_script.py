@@ -16,6 +16,7 @@ checks this for every script.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import sys
@@ -64,7 +65,12 @@ def redirect_output(log_path: str) -> None:
 def lease_devices(n: int, lock_dir: str) -> GpuLease:
     """Lease ``n`` GPUs until the process exits; a lease that cannot be had ends the job."""
     with exit_cleanly_on(GpuLeaseError):
-        return acquire_for_job(n, lock_dir)
+        lease = acquire_for_job(n, lock_dir)
+    if lease.devices:
+        # The lease's end, for benchmarks/gpu_check.py: jobs whose start..end overlap must hold
+        # disjoint devices. atexit runs before logging's own shutdown hook (registered earlier).
+        atexit.register(logging.info, "releasing GPU(s) %s", ",".join(lease.devices))
+    return lease
 
 
 @contextlib.contextmanager
