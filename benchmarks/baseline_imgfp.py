@@ -278,10 +278,7 @@ def workflow_command(bench: Path, run_dir: Path, cores: int) -> list[str]:
 
 
 def run_workflow(command: Sequence[str], run_dir: Path) -> int:
-    """Run the workflow from an empty run folder, its output in ``run_dir/compare_run.log``."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    """Run the workflow (``run_dir`` emptied beforehand), its output in ``compare_run.log``."""
     with (run_dir / "compare_run.log").open("w") as log:
         return subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
 
@@ -354,6 +351,8 @@ def compare(args: argparse.Namespace) -> int:
     """Workflow then baseline on the same data, one process; writes the record and section."""
     from results_file import replace_section
 
+    if args.run_dir.exists():  # from an empty run folder: the whole workflow's CPU
+        shutil.rmtree(args.run_dir)
     command = workflow_command(args.bench, args.run_dir.resolve(), args.cores)
     print("workflow:", shlex.join(command), flush=True)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
