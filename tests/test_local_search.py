@@ -578,3 +578,17 @@ def test_ivf_rule_scripts(tmp_path: Path, dataset: SimpleNamespace) -> None:
     assert "ivf: 32 cells, 32 scanned" in (tmp_path / "search.log").read_text()
     exact = search_group(dataset.queries, dataset.shards, LocalSearchParams())
     assert_same_neighbors(read_neighbors(out), exact)  # every cell scanned: exact
+
+
+def test_featureless_training_set_gives_one_cell(dataset: SimpleNamespace, tmp_path: Path) -> None:
+    """No training descriptors at all (flat images): one cell, i.e. the exact scan."""
+    params = LocalIndexParams()
+    nlist = choose_nlist(params, 64, 10, 0)
+    assert nlist == 1
+    coarse = tmp_path / "coarse.faiss"
+    write_coarse_index(coarse, fit_coarse_index(np.zeros((0, 128), np.uint8), nlist, params))
+    indexes = index_shards(tmp_path, coarse, dataset.shards)
+    assert_same_neighbors(
+        search_group(dataset.queries, indexes, LocalSearchParams(), coarse),
+        search_group(dataset.queries, dataset.shards, LocalSearchParams()),
+    )

@@ -140,25 +140,37 @@ def _quantizer(centroids: np.ndarray) -> Any:
     return quantizer
 
 
+def _kmeans(x: np.ndarray, nlist: int, params: LocalIndexParams) -> np.ndarray:
+    """k-means centroids, one iteration per faiss call (each starts from the last centroids,
+    which gives faiss' own result) so a long fit logs its progress."""
+    progress = Progress(params.iterations, "k-means iterations", log=logger)
+    centroids = None
+    for _ in range(params.iterations):
+        kmeans = faiss.Kmeans(
+            DIM,
+            nlist,
+            niter=1,
+            seed=params.seed,
+            max_points_per_centroid=math.ceil(len(x) / nlist),  # the whole (bounded) sample
+            verbose=False,
+        )
+        with single_faiss_thread():  # k-means results must not depend on the core count
+            kmeans.train(x, init_centroids=centroids)
+        centroids = np.asarray(kmeans.centroids, dtype=np.float32).reshape(nlist, DIM)
+        progress.advance()
+    progress.done()
+    return centroids
+
+
 def fit_coarse_index(sample: np.ndarray, nlist: int, params: LocalIndexParams) -> Any:
     """A trained, empty IVF index of uint8 descriptors stored as is (exact distances)."""
     x = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, DIM)
-    if len(x) < nlist:
-        raise ValueError(f"{len(x)} training descriptors for {nlist} cells")
-    kmeans = faiss.Kmeans(
-        DIM,
-        nlist,
-        niter=params.iterations,
-        seed=params.seed,
-        max_points_per_centroid=math.ceil(len(x) / nlist),  # use the whole (bounded) sample
-        verbose=False,
-    )
     if nlist > 1:
-        with single_faiss_thread():  # k-means results must not depend on the core count
-            kmeans.train(x)
-        centroids = np.asarray(kmeans.centroids, dtype=np.float32).reshape(nlist, DIM)
-    else:
-        centroids = x.mean(axis=0, keepdims=True)
+        if len(x) < nlist:
+            raise ValueError(f"{len(x)} training descriptors for {nlist} cells")
+        centroids = _kmeans(x, nlist, params)
+    else:  # one cell (a featureless training set has no descriptors at all): the flat scan
+        centroids = np.zeros((1, DIM), np.float32) if len(x) == 0 else x.mean(0, keepdims=True)
     index = faiss.IndexIVFScalarQuantizer(
         _quantizer(centroids),
         DIM,
@@ -167,7 +179,7 @@ def fit_coarse_index(sample: np.ndarray, nlist: int, params: LocalIndexParams) -
         faiss.METRIC_L2,
         False,  # by_residual: residuals are not bytes; 8bit_direct must store the values
     )
-    index.train(x[: min(len(x), 1024)])  # the quantizer is full: this only sets is_trained
+    index.train(centroids)  # the quantizer is full: this only sets is_trained
     return index
 
 
