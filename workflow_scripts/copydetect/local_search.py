@@ -3,6 +3,12 @@
 Every query descriptor votes for the reference image owning its nearest reference descriptor;
 references with many votes become candidates for verification.
 
+Index. By default (``local.index.type: ivf``) each reference shard is a file of inverted lists
+built once against one coarse quantizer shared by the whole collection
+(:mod:`copydetect.local_index`): a job assigns each query descriptor its ``nprobe`` cells once and
+scans those cells in every shard, so the cost per query descriptor follows the list length, not
+|R|. ``flat`` reads the SIFT shards and scans every reference descriptor (exact, linear in |R|).
+
 Sharding. One ``local_search`` job per (query shard × group of reference shards) searches the
 group's shards one at a time and keeps a running top-k per query descriptor, so its memory is
 bounded by one query shard plus one reference shard, never by |R|. One ``local_candidates`` job
@@ -16,7 +22,8 @@ ties, and ties are frequent (duplicate references share descriptors exactly). Ti
 everywhere by the global reference descriptor key (reference id, keypoint index): within a shard
 by storing descriptors in that order and widening the search until the tie at the k-th place is
 fully seen (:mod:`copydetect.knn`), across shards and groups by ``knn.merge_topk``. Hence
-sharded == unsharded, bit for bit, for the exact (``flat``) index.
+sharded == unsharded, bit for bit: for ``flat`` (exact), and for ``ivf``, whose lists store the
+bytes as is (the same integer distances) and whose cells are the same in every shard.
 
 Distances are stored squared (exact integers); ``max_distance`` and ``mean_distance`` are in plain
 L2 units.
