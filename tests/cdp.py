@@ -10,6 +10,7 @@ Also a command line that screenshots a gallery's reviewer controls for the docs:
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -117,7 +118,8 @@ class Chromium:
         while True:
             for i, event in enumerate(self.events):
                 params = event.get("params", {})
-                if event.get("method") == method and all(params.get(k) == v for k, v in match.items()):
+                wanted = all(params.get(k) == v for k, v in match.items())
+                if event.get("method") == method and wanted:
                     return self.events.pop(i)["params"]
             self.events.append(self._receive(max(0.0, deadline - time.monotonic())))
 
@@ -171,10 +173,8 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.call("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
