@@ -240,7 +240,9 @@ def evaluation_files():
 
 
 def review_evaluation_files():
-    return [f"{RESULTS}/eval/review/{name}" for name in ("metrics.json", "pr_curve.png")]
+    return [
+        f"{RESULTS}/eval/review/{name}" for name in ("metrics.json", "pr_curve.png")
+    ]
 
 
 def reference_sift_shards(wildcards):
@@ -460,7 +462,8 @@ def has_development():
 
 def development_pair_tables(view):
     """Pair tables fit_fusion learns from: of the development run in this DAG, or of the
-    finished run the config names (listed when planning); none without a development run."""
+    finished run the config names (listed when planning); none without a development run.
+    """
 
     def tables(wildcards):
         if not has_development():
