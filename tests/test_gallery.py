@@ -530,7 +530,15 @@ def test_gallery_renders_in_headless_chromium(gallery, tmp_path) -> None:
 # --- Report captions (snakemake --report renders them with Jinja, then docutils) -----------------
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "report"
-CAPTIONS = ("workflow", "metrics", "pr_curve", "ablation", "gallery", "edit_recall")
+CAPTIONS = (
+    "workflow",
+    "metrics",
+    "pr_curve",
+    "ablation",
+    "gallery",
+    "edit_recall",
+    "review_metrics",
+)
 
 
 @pytest.mark.parametrize("name", CAPTIONS)
