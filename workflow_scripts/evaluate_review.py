@@ -21,8 +21,9 @@ def main() -> None:
         read_predictions,
     )
     from copydetect.review import read_review_labels, reviewed_predictions
+    from copydetect.rule_inputs import optional_file
 
-    labels = read_review_labels(snakemake.input.review_labels)
+    labels = read_review_labels(optional_file(snakemake.input, "review_labels"))
     predictions = reviewed_predictions(
         deduplicate(read_predictions(snakemake.input.predictions)), labels
     )
