@@ -380,6 +380,14 @@ def test_page_is_self_contained(gallery) -> None:
         assert image.shape[0] == GalleryParams().thumbnail_height and image.shape[2] == 3
 
 
+def test_every_row_has_the_reviewer_buttons_and_the_page_one_export(gallery) -> None:
+    rows = sum(EXPECTED_ROWS.values())
+    assert gallery.text.count('data-mark="copy" aria-pressed="false"') == rows
+    assert gallery.text.count('data-mark="not_copy" aria-pressed="false"') == rows
+    assert gallery.text.count('id="review-export"') == 1
+    assert "localStorage" in gallery.text and "review_labels.csv" in gallery.text
+
+
 # --- Composites -------------------------------------------------------------------------------
 
 
