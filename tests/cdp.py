@@ -196,17 +196,22 @@ def find_browser() -> str | None:
 
 
 def screenshot_review_controls(gallery: Path, out: Path, work: Path) -> None:
-    """Mark the first rows of a gallery (copy, copy, not a copy) and capture the page's top:
-    the reviewer's bar and the marked rows (the picture in docs/)."""
+    """Mark the two best matches copy and the two highest-scored wrong ones not a copy, and
+    capture the wrong matches under the sticky reviewer's bar (the picture in docs/)."""
     with Chromium(find_browser(), work / "profile", work / "downloads", width=1400) as browser:
         browser.open(gallery.resolve().as_uri())
-        for n, mark in ((1, "copy"), (2, "copy"), (3, "not_copy")):
-            browser.click(f'#top tr.match:nth-child({n}) button[data-mark="{mark}"]')
-        top = browser.evaluate(
-            "document.getElementById('review').getBoundingClientRect().top + window.scrollY"
+        for section, n, mark in (("top", 1, "copy"), ("top", 2, "copy")) + tuple(
+            ("wrong", n, "not_copy") for n in (1, 2)
+        ):
+            browser.click(f'#{section} tr.match:nth-child({n}) button[data-mark="{mark}"]')
+        # The wrong matches' heading just below the bar, which stays at the top of the window.
+        y = browser.evaluate(
+            "var bar = document.getElementById('review').offsetHeight;"
+            " var head = document.getElementById('wrong');"
+            " window.scrollTo(0, head.getBoundingClientRect().top + window.scrollY - bar - 8);"
+            " window.scrollY"
         )
-        browser.evaluate("window.scrollTo(0, 0)")
-        browser.screenshot(out, {"x": 0, "y": max(0, top - 8), "width": 1400, "height": 900})
+        browser.screenshot(out, {"x": 0, "y": y, "width": 1400, "height": 720})
 
 
 if __name__ == "__main__":
