@@ -229,12 +229,20 @@ def final_outputs(wildcards):
         targets.append(f"{RESULTS}/overlay/detector_metrics.json")
     if config["ground_truth"]:
         targets += evaluation_files()
+    if config["review_labels"]:
+        targets += review_evaluation_files()
     return targets
 
 
 def evaluation_files():
     names = ("metrics.json", "pr_curve.png", "ablation.csv", "edit_recall.csv")
     return [f"{RESULTS}/eval/{name}" for name in names]
+
+
+def review_evaluation_files():
+    return [
+        f"{RESULTS}/eval/review/{name}" for name in ("metrics.json", "pr_curve.png")
+    ]
 
 
 def reference_sift_shards(wildcards):
@@ -433,10 +441,11 @@ def fusion_model(wildcards):
         return []
     if fusion["model"]:
         return [fusion["model"]]
-    if not fusion["development"]["run"] and not config["training"]:
+    if not has_development() and not config["review_labels"]:
         raise WorkflowError(
             "fusion.method is 'logistic' but there is no fusion.model, no "
-            "fusion.development.run and no training set to make a development run from"
+            "fusion.development.run, no training set to make a development run from and no "
+            "review_labels"
         )
     return [f"{RESULTS}/fusion/model.json"]
 
@@ -445,11 +454,20 @@ def given_development_run():
     return config["fusion"]["development"]["run"]
 
 
+def has_development():
+    """Whether fit_fusion has a development run: a finished one the config names, or one made
+    from the training set."""
+    return bool(given_development_run() or config["training"])
+
+
 def development_pair_tables(view):
     """Pair tables fit_fusion learns from: of the development run in this DAG, or of the
-    finished run the config names (listed when planning)."""
+    finished run the config names (listed when planning); none without a development run.
+    """
 
     def tables(wildcards):
+        if not has_development():
+            return []
         if not given_development_run():
             return pair_tables(DEVELOPMENT, view)
         run = Path(given_development_run())
@@ -467,11 +485,28 @@ def development_pair_tables(view):
 
 
 def development_ground_truth(wildcards):
+    if not has_development():
+        return []
     if not given_development_run():
         return checkpoints.synthesize_development.get().output.ground_truth
     truth = config["fusion"]["development"]["ground_truth"]
     run = Path(given_development_run())
     return truth or str(run / RESULTS / "synthetic" / "ground_truth.csv")
+
+
+def review_labels(wildcards):
+    """The reviewer's labels (the gallery's export), or none."""
+    return [config["review_labels"]] if config["review_labels"] else []
+
+
+def review_pair_tables(view):
+    """This run's pair tables of ``view`` for fit_fusion, when review labels make some of
+    them labeled training data; none otherwise."""
+
+    def tables(wildcards):
+        return pair_tables(RESULTS, view) if config["review_labels"] else []
+
+    return tables
 
 
 def training_source():

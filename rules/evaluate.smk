@@ -36,3 +36,29 @@ rule evaluate:
         fusion=fusion_params(),
     script:
         "../workflow_scripts/evaluate.py"
+
+
+rule evaluate_review:
+    """The same figures against the reviewer's labels (review_labels, the gallery's export),
+    on the reviewed queries only: the run as the reviewer judged it, and the score threshold
+    at precision 0.9 refit from those decisions."""
+    input:
+        predictions=f"{RESULTS}/predictions.csv",
+        review_labels=review_labels,
+    output:
+        metrics=report(
+            f"{RESULTS}/eval/review/metrics.json",
+            caption="../report/review_metrics.rst",
+            category="Evaluation",
+        ),
+        pr_curve=report(
+            f"{RESULTS}/eval/review/pr_curve.png",
+            caption="../report/review_metrics.rst",
+            category="Evaluation",
+        ),
+    log:
+        f"{RESULTS}/logs/evaluate_review.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/evaluate_review.py"

@@ -21,11 +21,15 @@ rule fuse:
 rule fit_fusion:
     """A monotone logistic fusion model fitted on a labeled development run (queries the
     synthesizer made from the training set, run in this DAG; or a finished run the config
-    names), never on the evaluation ground truth."""
+    names) and, with review_labels, on this run's reviewed pairs; never on the evaluation
+    ground truth."""
     input:
         pairs=development_pair_tables("queries"),
         crop_pairs=development_pair_tables("crops_local"),
         ground_truth=development_ground_truth,
+        review_pairs=review_pair_tables("queries"),
+        review_crop_pairs=review_pair_tables("crops_local"),
+        review_labels=review_labels,
     output:
         model=f"{RESULTS}/fusion/model.json",
     log:

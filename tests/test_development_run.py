@@ -170,3 +170,43 @@ def test_a_changed_training_set_remakes_the_development_set(
         new.unlink()
     assert ("synthesize_development", "") in jobs
     assert ("ingest", "set=training, shard=s0000") in jobs
+
+
+def test_review_labels_refit_the_fusion_on_the_reviewed_pairs(
+    logistic_run: tuple[Path, dict],
+) -> None:
+    """With fusion.method logistic, review labels make this run's reviewed pairs training data:
+    fit_fusion and what follows rerun, no shard job; the model then counts those pairs."""
+    root, config = logistic_run
+    results = root / "run" / "results"
+    before = json.loads((results / "fusion" / "model.json").read_text())
+    labels = root / "data" / "review_labels.csv"
+    labels.write_text("query_id,reference_id\nQ00000,R000000\nQ00001,R000001\nQ00004,\n")
+    reviewed = {**config, "review_labels": str(labels)}
+    jobs = plan(root / "run", reviewed)
+    assert jobs == [
+        ("all", ""),
+        ("evaluate", ""),
+        ("evaluate_review", ""),
+        ("fit_fusion", ""),
+        ("fuse", ""),
+        ("make_gallery", ""),
+    ]
+    result = snakemake(root / "run", reviewed, "-n", "--forcerun", "fit_fusion")
+    block = re.search(r"^(?:local)?rule fit_fusion:\n\s+input: (.*)$", result.stdout, re.M)
+    assert block, result.stdout[-3000:]
+    assert block.group(1).split(", ") == [
+        "results/development/verify/queries/s0000.pairs.csv",
+        "results/development/verify/queries/s0001.pairs.csv",
+        "results/development/ground_truth.csv",
+        "results/verify/queries/s0000.pairs.csv",
+        "results/verify/queries/s0001.pairs.csv",
+        str(labels),
+    ]
+    result = snakemake(root / "run", reviewed)
+    assert result.returncode == 0, result.stdout[-5000:]
+    after = json.loads((results / "fusion" / "model.json").read_text())
+    reviewed_rows = after["n_pairs"] - before["n_pairs"]
+    assert reviewed_rows > 0 and after["n_positives"] >= before["n_positives"] + 1
+    assert (results / "eval" / "review" / "metrics.json").exists()
+    assert plan(root / "run", reviewed) == []

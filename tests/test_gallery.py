@@ -43,6 +43,7 @@ from copydetect.gallery import (
     write_gallery,
 )
 from copydetect.metrics import GroundTruth, GroundTruthMatch, PredictedMatch, read_ground_truth
+from copydetect.review import read_review_labels
 from copydetect.shards import ImageRecord, SiftFeatures, write_image_shard
 from copydetect.sift import SiftParams, extract_sift, sift_shard
 from copydetect.verify import VerifyParams, inlier_correspondences, verify_pair
@@ -379,6 +380,14 @@ def test_page_is_self_contained(gallery) -> None:
         assert image.shape[0] == GalleryParams().thumbnail_height and image.shape[2] == 3
 
 
+def test_every_row_has_the_reviewer_buttons_and_the_page_one_export(gallery) -> None:
+    rows = sum(EXPECTED_ROWS.values())
+    assert gallery.text.count('data-mark="copy" aria-pressed="false"') == rows
+    assert gallery.text.count('data-mark="not_copy" aria-pressed="false"') == rows
+    assert gallery.text.count('id="review-export"') == 1
+    assert "localStorage" in gallery.text and "review_labels.csv" in gallery.text
+
+
 # --- Composites -------------------------------------------------------------------------------
 
 
@@ -529,7 +538,15 @@ def test_gallery_renders_in_headless_chromium(gallery, tmp_path) -> None:
 # --- Report captions (snakemake --report renders them with Jinja, then docutils) -----------------
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "report"
-CAPTIONS = ("workflow", "metrics", "pr_curve", "ablation", "gallery", "edit_recall")
+CAPTIONS = (
+    "workflow",
+    "metrics",
+    "pr_curve",
+    "ablation",
+    "gallery",
+    "edit_recall",
+    "review_metrics",
+)
 
 
 @pytest.mark.parametrize("name", CAPTIONS)
@@ -550,3 +567,85 @@ def test_report_captions_render_as_restructuredtext(name) -> None:
         assert f"up to\n{config['report']['gallery_rows']} pairs" in env.from_string(source).render(
             snakemake=SimpleNamespace(config=config)
         )
+
+
+# --- The reviewer's loop in a real browser ------------------------------------------------------
+
+# (section, row, mark) clicks of the test; the last two undo each other.
+REVIEW_CLICKS = [
+    ("top", 1, "copy"),  # Q_copy, R_astronaut
+    ("top", 2, "copy"),  # Q_flip, R_coffee
+    ("missed", 1, "copy"),  # a&b"c, <script>: the same pair as the top section's third row
+    ("top", 4, "not_copy"),  # Q_distractor, R_astronaut: no pair of it is a copy
+    ("top", 6, "not_copy"),  # Q_copy, R_coffee: Q_copy has a copy, so no row of its own
+    ("wrong", 2, "copy"),  # Q_missing, R_gone ...
+    ("wrong", 2, "copy"),  # ... clicked again: undecided, so Q_missing is left out
+]
+EXPORTED = (
+    "query_id,reference_id\n"
+    "Q_copy,R_astronaut\n"
+    "Q_distractor,\n"
+    "Q_flip,R_coffee\n"
+    '"a&b""c",<script>alert(1)</script>\n'
+)
+MARKS_JS = (
+    "Array.from(document.querySelectorAll('tr.match')).map(function (row) {"
+    " var on = row.querySelector('button.mark[aria-pressed=\"true\"]');"
+    " return [row.closest('section').id, row.dataset.query, row.dataset.reference,"
+    " on ? on.dataset.mark : '']; })"
+)
+
+
+def review_marks(browser) -> dict[tuple[str, str, str], str]:
+    """(section, query, reference) -> the pressed mark of every row ('' when none)."""
+    return {(s, q, r): mark for s, q, r, mark in browser.evaluate(MARKS_JS)}
+
+
+@pytest.mark.slow
+def test_reviewer_marks_pairs_and_exports_labels_in_headless_chromium(gallery, tmp_path) -> None:
+    from cdp import Chromium
+
+    binary = browser_binary()
+    downloads = tmp_path / "downloads"
+    with Chromium(binary, tmp_path / "profile", downloads) as browser:
+        browser.open(gallery.path.resolve().as_uri())
+        assert browser.evaluate("document.getElementById('review-export').disabled") is True
+        for section, row, mark in REVIEW_CLICKS:
+            browser.click(f'#{section} tr.match:nth-child({row}) button[data-mark="{mark}"]')
+        marks = review_marks(browser)
+        # A decision is about the pair: every row showing it shows it, in any section.
+        assert marks[("top", AMP_QUOTE, XSS)] == marks[("missed", AMP_QUOTE, XSS)] == "copy"
+        assert marks[("wrong", "Q_distractor", "R_astronaut")] == "not_copy"
+        undone = ("Q_missing", "R_gone")
+        assert marks[("top", *undone)] == marks[("wrong", *undone)] == ""
+        assert sum(mark == "copy" for mark in marks.values()) == 4  # 3 pairs, one shown twice
+        status = browser.evaluate("document.getElementById('review-status').textContent")
+        assert status.startswith("3 marked copy, 2 not a copy; 4 queries in the export")
+
+        exported = browser.download("#review-export", downloads)
+        assert exported.name == "review_labels.csv"
+        assert exported.read_text(encoding="utf-8") == EXPORTED
+        # The export reads back as labels: the workflow's review_labels.
+        labels = read_review_labels(exported)
+        assert {(m.query, m.db) for m in labels.matches} == {
+            ("Q_copy", "R_astronaut"),
+            ("Q_flip", "R_coffee"),
+            (AMP_QUOTE, XSS),
+        }
+        assert labels.query_ids == {"Q_copy", "Q_flip", AMP_QUOTE, "Q_distractor"}
+
+        browser.reload()  # decisions come back from local storage
+        assert review_marks(browser) == marks
+    # ... also in a new browser on the same profile (the file opened again another day).
+    with Chromium(binary, tmp_path / "profile", downloads) as browser:
+        browser.open(gallery.path.resolve().as_uri())
+        assert review_marks(browser) == marks
+        browser.click('#top tr.match:nth-child(1) button[data-mark="copy"]')  # undo one
+        assert review_marks(browser)[("top", "Q_copy", "R_astronaut")] == ""
+    # Another run's gallery (another path) has its own decisions.
+    other = tmp_path / "other-run" / "gallery.html"
+    other.parent.mkdir()
+    shutil.copy(gallery.path, other)
+    with Chromium(binary, tmp_path / "profile", downloads) as browser:
+        browser.open(other.resolve().as_uri())
+        assert set(review_marks(browser).values()) == {""}

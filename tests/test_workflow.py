@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -439,3 +440,50 @@ def test_no_mirror_stage_without_mirrored_search_and_flips(
     neither = plan(tmp_path / "none", {**config, "local": local, "verify": {"try_flip": False}})
     assert "verify" in {rule for rule, _ in neither}
     assert "mirror_sift" not in {rule for rule, _ in neither}
+
+
+def test_review_labels_rerun_only_their_evaluation(finished_run: tuple[Path, dict]) -> None:
+    """The rule fusion learns nothing: a reviewer's labels add their evaluation, and a new
+    export of them reruns that evaluation only."""
+    root, config = finished_run
+    labels = root / "data" / "review_labels.csv"
+    labels.write_text("query_id,reference_id\nQ00000,R000000\nQ00004,\n")
+    reviewed = {**config, "review_labels": str(labels)}
+    assert plan(root / "run", reviewed) == [("all", ""), ("evaluate_review", "")]
+    result = snakemake(root / "run", reviewed)
+    assert result.returncode == 0, result.stdout[-5000:]
+    review = root / "run" / "results" / "eval" / "review"
+    metrics = json.loads((review / "metrics.json").read_text())
+    assert (metrics["n_queries"], metrics["n_positives"]) == (2, 1)
+    assert plan(root / "run", reviewed) == []
+    # The reviewer decides one more query and exports again.
+    labels.write_text(labels.read_text() + "Q00001,R000001\n")
+    later = labels.stat().st_mtime + 10
+    os.utime(labels, (later, later))
+    assert plan(root / "run", reviewed) == [("all", ""), ("evaluate_review", "")]
+    assert plan(root / "run", config) == []  # without labels: as before
+
+
+def test_logistic_fusion_can_be_fitted_on_review_labels_alone(
+    finished_run: tuple[Path, dict],
+) -> None:
+    """No training set and no development run: the reviewed pairs are the training data."""
+    root, config = finished_run
+    labels = root / "data" / "review_alone.csv"
+    labels.write_text("query_id,reference_id\nQ00000,R000000\nQ00004,\n")
+    alone = {
+        **config,
+        "training": "",
+        "fusion": {"method": "logistic"},
+        "review_labels": str(labels),
+    }
+    result = snakemake(root / "run", alone, "-n")
+    assert result.returncode == 0, result.stdout[-5000:]
+    block = re.search(r"^(?:local)?rule fit_fusion:\n\s+input: (.*)$", result.stdout, re.M)
+    assert block, result.stdout[-3000:]
+    assert block.group(1).split(", ") == [
+        "results/verify/queries/s0000.pairs.csv",
+        "results/verify/queries/s0001.pairs.csv",
+        str(labels),
+    ]
+    assert "synthesize_development" not in result.stdout

@@ -453,13 +453,28 @@ def fit_logistic(
     them alike; the weights are constrained to be ≥ 0 (so the score is non-decreasing in every
     evidence column) and mapped back to raw feature units. Constant features get weight 0.
     """
+    return fit_logistic_groups([(pairs, labels)], l2, rule)
+
+
+def fit_logistic_groups(
+    groups: Sequence[tuple[pd.DataFrame, np.ndarray]],
+    l2: float = 1e-3,
+    rule: RuleConstants | None = None,
+) -> FusionModel:
+    """:func:`fit_logistic` on the labeled pairs of several runs (a development run, a run's
+    reviewed pairs): each group's features use its own global backgrounds, as rule fuse
+    computes them from the run it scores; a feature one group lacks is 0 there."""
     rule = rule or RuleConstants()
-    labels = np.asarray(labels, dtype=np.float64)
-    if len(labels) != len(pairs):
-        raise ValueError(f"{len(labels)} labels for {len(pairs)} pairs")
+    tables, targets = [], []
+    for pairs, labels in groups:
+        if len(labels) != len(pairs):
+            raise ValueError(f"{len(labels)} labels for {len(pairs)} pairs")
+        tables.append(feature_table(pairs, rule))
+        targets.append(np.asarray(labels, dtype=np.float64))
+    labels = np.concatenate(targets) if targets else np.zeros(0)
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ValueError("fitting a fusion model needs both positive and negative pairs")
-    table = feature_table(pairs, rule)
+    table = pd.concat(tables, ignore_index=True).fillna(0.0) if len(tables) > 1 else tables[0]
     raw = table.to_numpy(dtype=np.float64)
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     varying = std > 1e-12

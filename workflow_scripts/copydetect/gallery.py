@@ -8,6 +8,12 @@ correspondences drawn between them, the score and every branch's evidence:
 * ``missed`` (with ground truth): true copies that were not predicted, or scored below the
   threshold at precision 0.9 (``threshold_at_p90`` of ``metrics.json``), near misses first.
 
+A reviewer can mark every shown pair *copy* or *not a copy*: the page keeps the decisions in
+the browser's local storage under a key naming the page's own path (so reopening the file, or
+the gallery of a rerun in the same run folder, keeps them) and exports them as
+``review_labels.csv`` in the ground-truth format, which the workflow reads back as labels
+(config ``review_labels``; the export's meaning: :mod:`copydetect.review`).
+
 The page is self-contained: thumbnails are base64 JPEG data URIs, styles and the one small script
 are inline, and a Content-Security-Policy forbids loading anything else. Every id is
 HTML-escaped. Only the images and SIFT rows of the shown pairs are read, so memory follows the
@@ -475,6 +481,14 @@ dl.evidence { display: grid; grid-template-columns: auto auto; gap: 0 10px; marg
   font-size: 12px; } dl.evidence dt { color: #666; } dl.evidence dd { margin: 0; }
 .yes { color: #17803d; font-weight: bold; } .no { color: #c0271b; font-weight: bold; }
 nav a { margin-right: 1em; }
+#review { position: sticky; top: 0; z-index: 1; background: #f4f6fa; border: 1px solid #ccd;
+  padding: 6px 10px; margin: .6em 0; } #review p { margin: .2em 0; }
+button { font: inherit; cursor: pointer; } button.mark { border: 1px solid #999;
+  background: #fff; border-radius: 3px; padding: 2px 8px; margin: 0 4px 4px 0; }
+button.mark[data-mark="copy"][aria-pressed="true"] { background: #17803d; color: #fff; }
+button.mark[data-mark="not_copy"][aria-pressed="true"] { background: #c0271b; color: #fff; }
+tr.match[data-review="copy"] { background: #eaf6ee; }
+tr.match[data-review="not_copy"] { background: #fbeceb; }
 """
 # Lets a headless browser (and the tests) tell that every embedded image decoded.
 SCRIPT = """
@@ -484,7 +498,97 @@ window.addEventListener("load", function () {
   document.body.dataset.imagesLoaded = String(decoded.length);
   document.body.dataset.imagesTotal = String(images.length);
 });
+// The reviewer's loop: decisions per (query, reference) pair, kept in localStorage under the
+// page's path, exported in the ground-truth format (copydetect/review.py says what it means).
+(function () {
+  var KEY = "copydetect-review:v1:" + location.pathname;
+  var decisions = {};  // JSON [query, reference] -> "copy" | "not_copy"
+  var storage = null;
+  try {
+    storage = window.localStorage;
+    decisions = JSON.parse(storage.getItem(KEY) || "{}") || {};
+  } catch (error) {
+    storage = null;  // storage off (private mode, policy): decisions live until the page closes
+  }
+  function save() {
+    if (storage) { try { storage.setItem(KEY, JSON.stringify(decisions)); } catch (e) {} }
+  }
+  function pairKey(row) { return JSON.stringify([row.dataset.query, row.dataset.reference]); }
+  function each(selector, f) {
+    Array.prototype.forEach.call(document.querySelectorAll(selector), f);
+  }
+  function labelRows() {
+    var queries = {};
+    Object.keys(decisions).forEach(function (key) {
+      var pair = JSON.parse(key);
+      var copies = queries[pair[0]] = queries[pair[0]] || [];
+      if (decisions[key] === "copy") { copies.push(pair[1]); }
+    });
+    var rows = [];
+    Object.keys(queries).sort().forEach(function (query) {
+      var copies = queries[query].sort();
+      if (!copies.length) { rows.push([query, ""]); }  // judged: no copy among its pairs
+      copies.forEach(function (reference) { rows.push([query, reference]); });
+    });
+    return rows;
+  }
+  function csvField(text) {
+    return /[",\\r\\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+  function labelsCsv() {
+    return ["query_id,reference_id"].concat(labelRows().map(function (row) {
+      return row.map(csvField).join(",");
+    })).join("\\n") + "\\n";
+  }
+  function paint() {
+    var counts = {copy: 0, not_copy: 0};
+    Object.keys(decisions).forEach(function (key) { counts[decisions[key]] += 1; });
+    each("tr.match", function (row) {
+      var mark = decisions[pairKey(row)] || "";
+      row.dataset.review = mark;
+      Array.prototype.forEach.call(row.querySelectorAll("button.mark"), function (button) {
+        button.setAttribute("aria-pressed", String(button.dataset.mark === mark));
+      });
+    });
+    var queries = labelRows().map(function (row) { return row[0]; });
+    var status = document.getElementById("review-status");
+    status.dataset.copy = String(counts.copy);
+    status.dataset.notCopy = String(counts.not_copy);
+    status.textContent = counts.copy + " marked copy, " + counts.not_copy + " not a copy; " +
+      new Set(queries).size + " queries in the export" +
+      (storage ? "" : " (not saved: this browser gives the page no local storage)");
+    document.getElementById("review-export").disabled = queries.length === 0;
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button.mark");
+    if (!button) { return; }
+    var key = pairKey(button.closest("tr.match"));
+    if (decisions[key] === button.dataset.mark) { delete decisions[key]; }  // a second click undoes
+    else { decisions[key] = button.dataset.mark; }
+    save();
+    paint();
+  });
+  window.addEventListener("DOMContentLoaded", function () {
+    document.getElementById("review-export").addEventListener("click", function () {
+      var link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([labelsCsv()], {type: "text/csv"}));
+      link.download = "review_labels.csv";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+    });
+    paint();
+  });
+})();
 """
+REVIEW_HELP = (
+    "Mark each pair copy or not a copy (a second click undoes). Decisions stay in this browser "
+    "for this file; the export is the workflow's review_labels (README, the reviewer's loop): "
+    "one row per pair marked copy, and a query with no pair marked copy but one marked not a "
+    "copy as one row with an empty reference_id. A query you mark is judged as a whole: its "
+    "other pairs count as not a copy; unmarked queries are left out."
+)
 METRIC_LABELS = {
     "micro_ap": "micro-AP",
     "recall_at_p90": "recall at precision 0.9",
@@ -547,15 +651,33 @@ def _row_html(rank: int, row: GalleryRow, composite: Composite, with_truth: bool
     if with_truth:
         verdict = "yes" if row.correct else "no"
         cells.append(f'<td class="{verdict}">{verdict}</td>')
+    cells.append(REVIEW_CELL)
     return (
         f'<tr class="match" data-query="{_e(row.query_id)}" '
         f'data-reference="{_e(row.reference_id)}">{"".join(cells)}</tr>'
     )
 
 
+REVIEW_CELL = (
+    '<td class="review"><button type="button" class="mark" data-mark="copy" '
+    'aria-pressed="false">copy</button><button type="button" class="mark" '
+    'data-mark="not_copy" aria-pressed="false">not a copy</button></td>'
+)
+
+
+def _review_html() -> str:
+    """The reviewer's bar: status, export button and what the export means."""
+    return (
+        '<div id="review"><p><strong>Review</strong> <span id="review-status"></span> '
+        '<button type="button" id="review-export">Export labels (CSV)</button></p>'
+        f'<p class="caption">{_e(REVIEW_HELP)}</p></div>'
+    )
+
+
 def _section_html(section: Section, composites: Mapping[Pair, Composite], with_truth: bool) -> str:
     heads = ["#", "query | reference", "ids", "score", "evidence"]
     heads += ["true copy"] if with_truth else []
+    heads += ["review"]
     head = "".join(f"<th>{_e(h)}</th>" for h in heads)
     body = "".join(
         _row_html(rank, row, composites[row.pair], with_truth)
@@ -591,6 +713,7 @@ def render_html(
         f"<title>Copy-detection gallery</title><style>{STYLE}</style></head>\n<body>"
         f"<header><h1>Copy-detection gallery</h1>{_metrics_html(metrics)}"
         f'<p class="caption">{_e(legend)}</p><nav>{nav}</nav></header>\n'
+        f"{_review_html()}\n"
         f"{body}\n<script>{SCRIPT}</script></body></html>\n"
     )
 
