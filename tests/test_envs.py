@@ -187,3 +187,31 @@ def test_the_rule_env_provides_every_import_of_its_script(rule: ScriptRule) -> N
         name: dists for name, dists in needed.items() if not listed & {d.lower() for d in dists}
     }
     assert not missing, f"{rule.env.name} lacks, for rule {rule.name}: {missing}"
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    """name -> version of the ``name==version`` lines (comments and other lines skipped)."""
+    found = {}
+    for line in lines:
+        match = re.match(r"\s*([A-Za-z0-9_.\-]+)==([^\s#]+)", line)
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("env", "requirements"),
+    [("cpu.yaml", "requirements.txt"), ("gpu.yaml", "requirements-gpu.txt")],
+)
+def test_env_pins_are_the_requirements_pins(env: str, requirements: str) -> None:
+    """The conda route installs what the pip route does (the same versions)."""
+    spec = yaml.safe_load((ROOT / "envs" / env).read_text())
+    pip = next(dep["pip"] for dep in spec["dependencies"] if isinstance(dep, dict))
+    env_pins = pins(pip)
+    required: dict[str, str] = {}
+    for name in (requirements, "requirements-opencv.txt"):  # OpenCV's pin has its own file
+        required |= pins((ROOT / name).read_text().splitlines())
+    differ = {n: (v, required.get(n)) for n, v in env_pins.items() if required.get(n) != v}
+    assert env_pins and not differ, f"{env} vs {requirements}: {differ}"
+    python = next(dep for dep in spec["dependencies"] if str(dep).startswith("python="))
+    assert python == "python=3.11"
