@@ -96,6 +96,12 @@ def test_demo_runs_from_a_folder_outside_the_checkout(tmp_path: Path) -> None:
     assert len(best_per_query(results / "predictions.csv")) >= 4
     assert (results / "eval" / "metrics.json").is_file()
     assert (results / "report" / "gallery.html").is_file()
+    # The report's captions (report/*.rst) are found from the checkout too.
+    result = run(
+        tmp_path, env, *common, "--configfile", "my.yaml", "--report", str(tmp_path / "report.zip")
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert (tmp_path / "report.zip").stat().st_size > 0
 
 
 def module_config(tmp_path: Path) -> Path:
@@ -146,5 +152,6 @@ def test_module_example_runs_to_its_own_target(tmp_path: Path) -> None:
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
         ".snakemake",
         "copydetect",
+        "logs",  # the including workflow's own rule's log
         "matched_queries.txt",
     }
