@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth, PredictedMatch, deduplicate, read_predictions
 from copydetect.params import config_params
+from copydetect.resources import resource_text
 from copydetect.shards import SiftFeatures, read_jpegs, read_shard_ids, read_sift_rows
 from copydetect.verify import Correspondences, VerifyParams, inlier_correspondences
 
@@ -463,28 +464,10 @@ class PairRenderer:
 
 # Nothing may be fetched: images are data URIs, style and script inline.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; margin: 0 0 .3em; } h2 { margin-top: 1.6em; }
-table { border-collapse: collapse; } td, th { border-top: 1px solid #ddd; padding: 6px 8px;
-  vertical-align: top; text-align: left; }
-table.metrics td, table.metrics th { border: none; padding: 2px 10px 2px 0; }
-img { display: block; } code { font-size: 12px; word-break: break-all; }
-.caption { color: #666; font-size: 12px; } .score { font-weight: bold; }
-dl.evidence { display: grid; grid-template-columns: auto auto; gap: 0 10px; margin: 0;
-  font-size: 12px; } dl.evidence dt { color: #666; } dl.evidence dd { margin: 0; }
-.yes { color: #17803d; font-weight: bold; } .no { color: #c0271b; font-weight: bold; }
-nav a { margin-right: 1em; }
-"""
-# Lets a headless browser (and the tests) tell that every embedded image decoded.
-SCRIPT = """
-window.addEventListener("load", function () {
-  var images = Array.prototype.slice.call(document.images);
-  var decoded = images.filter(function (img) { return img.complete && img.naturalWidth > 0; });
-  document.body.dataset.imagesLoaded = String(decoded.length);
-  document.body.dataset.imagesTotal = String(images.length);
-});
-"""
+# The page's style and script, static files in resources/gallery/ inlined into the page. The
+# script lets a headless browser (and the tests) tell that every embedded image decoded.
+STYLE = resource_text("gallery/gallery.css")
+SCRIPT = resource_text("gallery/gallery.js")
 METRIC_LABELS = {
     "micro_ap": "micro-AP",
     "recall_at_p90": "recall at precision 0.9",
