@@ -40,7 +40,7 @@ test: $(VENV)/.installed lint unit-tests
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakefmt --check Snakefile rules/ examples/
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 unit-tests: $(VENV)/.installed browser

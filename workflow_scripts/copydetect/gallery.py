@@ -44,6 +44,7 @@ from PIL import Image, ImageDraw
 from copydetect.atomic import atomic_path
 from copydetect.metrics import GroundTruth, PredictedMatch, deduplicate, read_predictions
 from copydetect.params import config_params
+from copydetect.resources import resource_text
 from copydetect.shards import SiftFeatures, read_jpegs, read_shard_ids, read_sift_rows
 from copydetect.verify import Correspondences, VerifyParams, inlier_correspondences
 
@@ -469,119 +470,11 @@ class PairRenderer:
 
 # Nothing may be fetched: images are data URIs, style and script inline.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; margin: 0 0 .3em; } h2 { margin-top: 1.6em; }
-table { border-collapse: collapse; } td, th { border-top: 1px solid #ddd; padding: 6px 8px;
-  vertical-align: top; text-align: left; }
-table.metrics td, table.metrics th { border: none; padding: 2px 10px 2px 0; }
-img { display: block; } code { font-size: 12px; word-break: break-all; }
-.caption { color: #666; font-size: 12px; } .score { font-weight: bold; }
-dl.evidence { display: grid; grid-template-columns: auto auto; gap: 0 10px; margin: 0;
-  font-size: 12px; } dl.evidence dt { color: #666; } dl.evidence dd { margin: 0; }
-.yes { color: #17803d; font-weight: bold; } .no { color: #c0271b; font-weight: bold; }
-nav a { margin-right: 1em; }
-#review { position: sticky; top: 0; z-index: 1; background: #f4f6fa; border: 1px solid #ccd;
-  padding: 6px 10px; margin: .6em 0; } #review p { margin: .2em 0; }
-button { font: inherit; cursor: pointer; } button.mark { border: 1px solid #999;
-  background: #fff; border-radius: 3px; padding: 2px 8px; margin: 0 4px 4px 0; }
-button.mark[data-mark="copy"][aria-pressed="true"] { background: #17803d; color: #fff; }
-button.mark[data-mark="not_copy"][aria-pressed="true"] { background: #c0271b; color: #fff; }
-tr.match[data-review="copy"] { background: #eaf6ee; }
-tr.match[data-review="not_copy"] { background: #fbeceb; }
-"""
-# Lets a headless browser (and the tests) tell that every embedded image decoded.
-SCRIPT = """
-window.addEventListener("load", function () {
-  var images = Array.prototype.slice.call(document.images);
-  var decoded = images.filter(function (img) { return img.complete && img.naturalWidth > 0; });
-  document.body.dataset.imagesLoaded = String(decoded.length);
-  document.body.dataset.imagesTotal = String(images.length);
-});
-// The reviewer's loop: decisions per (query, reference) pair, kept in localStorage under the
-// page's path, exported in the ground-truth format (copydetect/review.py says what it means).
-(function () {
-  var KEY = "copydetect-review:v1:" + location.pathname;
-  var decisions = {};  // JSON [query, reference] -> "copy" | "not_copy"
-  var storage = null;
-  try {
-    storage = window.localStorage;
-    decisions = JSON.parse(storage.getItem(KEY) || "{}") || {};
-  } catch (error) {
-    storage = null;  // storage off (private mode, policy): decisions live until the page closes
-  }
-  function save() {
-    if (storage) { try { storage.setItem(KEY, JSON.stringify(decisions)); } catch (e) {} }
-  }
-  function pairKey(row) { return JSON.stringify([row.dataset.query, row.dataset.reference]); }
-  function each(selector, f) {
-    Array.prototype.forEach.call(document.querySelectorAll(selector), f);
-  }
-  function labelRows() {
-    var queries = {};
-    Object.keys(decisions).forEach(function (key) {
-      var pair = JSON.parse(key);
-      var copies = queries[pair[0]] = queries[pair[0]] || [];
-      if (decisions[key] === "copy") { copies.push(pair[1]); }
-    });
-    var rows = [];
-    Object.keys(queries).sort().forEach(function (query) {
-      var copies = queries[query].sort();
-      if (!copies.length) { rows.push([query, ""]); }  // judged: no copy among its pairs
-      copies.forEach(function (reference) { rows.push([query, reference]); });
-    });
-    return rows;
-  }
-  function csvField(text) {
-    return /[",\\r\\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
-  }
-  function labelsCsv() {
-    return ["query_id,reference_id"].concat(labelRows().map(function (row) {
-      return row.map(csvField).join(",");
-    })).join("\\n") + "\\n";
-  }
-  function paint() {
-    var counts = {copy: 0, not_copy: 0};
-    Object.keys(decisions).forEach(function (key) { counts[decisions[key]] += 1; });
-    each("tr.match", function (row) {
-      var mark = decisions[pairKey(row)] || "";
-      row.dataset.review = mark;
-      Array.prototype.forEach.call(row.querySelectorAll("button.mark"), function (button) {
-        button.setAttribute("aria-pressed", String(button.dataset.mark === mark));
-      });
-    });
-    var queries = labelRows().map(function (row) { return row[0]; });
-    var status = document.getElementById("review-status");
-    status.dataset.copy = String(counts.copy);
-    status.dataset.notCopy = String(counts.not_copy);
-    status.textContent = counts.copy + " marked copy, " + counts.not_copy + " not a copy; " +
-      new Set(queries).size + " queries in the export" +
-      (storage ? "" : " (not saved: this browser gives the page no local storage)");
-    document.getElementById("review-export").disabled = queries.length === 0;
-  }
-  document.addEventListener("click", function (event) {
-    var button = event.target.closest("button.mark");
-    if (!button) { return; }
-    var key = pairKey(button.closest("tr.match"));
-    if (decisions[key] === button.dataset.mark) { delete decisions[key]; }  // a second click undoes
-    else { decisions[key] = button.dataset.mark; }
-    save();
-    paint();
-  });
-  window.addEventListener("DOMContentLoaded", function () {
-    document.getElementById("review-export").addEventListener("click", function () {
-      var link = document.createElement("a");
-      link.href = URL.createObjectURL(new Blob([labelsCsv()], {type: "text/csv"}));
-      link.download = "review_labels.csv";
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
-    });
-    paint();
-  });
-})();
-"""
+# The page's style and script, static files in resources/gallery/ inlined into the page. The
+# script lets a headless browser (and the tests) tell that every embedded image decoded, and
+# keeps the reviewer's decisions (localStorage) and exports them.
+STYLE = resource_text("gallery/gallery.css")
+SCRIPT = resource_text("gallery/gallery.js")
 REVIEW_HELP = (
     "Mark each pair copy or not a copy (a second click undoes). Decisions stay in this browser "
     "for this file; the export is the workflow's review_labels (README, the reviewer's loop): "

@@ -55,6 +55,18 @@ def config_schema() -> dict[str, Any]:
     return yaml.safe_load((CONFIG_DIR / "schema.yaml").read_text())
 
 
+def fill_defaults(config: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Add to ``config`` (in place) every key of ``defaults`` it lacks, section by section, as
+    Snakemake's ``configfile:`` merge would: a value ``config`` has wins, nested mappings merge.
+    Returns ``config``."""
+    for key, value in defaults.items():
+        if key not in config:
+            config[key] = copy.deepcopy(value)
+        elif isinstance(value, Mapping) and isinstance(config[key], dict):
+            fill_defaults(config[key], value)
+    return config
+
+
 def defaults(section: str) -> dict[str, Any]:
     """A copy of a config section's defaults, e.g. ``defaults("global.normalization")``."""
     value: Any = config_defaults()
