@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml  # noqa: E402
 from accuracy import machine, run_logged, snakemake_command  # noqa: E402
 from results_file import replace_section  # noqa: E402
 
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=WORK / "local_index_runs")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.md")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--nprobe", type=int, nargs="*", default=[4, 8, 32])
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[4, 16, 32])
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the section from the last runs"
     )
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    variants = [Variant("ivf (default)", ())]
+    nprobe = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["local"]["search"]
+    variants = [Variant(f"ivf, nprobe {nprobe['nprobe']} (default)", ())]
     variants += [Variant("flat (exact)", ("local={index: {type: flat}}",))]
     variants += [
         Variant(f"ivf, nprobe {n}", (f"local={{search: {{nprobe: {n}}}}}",)) for n in args.nprobe
@@ -174,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_variant(base, run, variant, args.bench.resolve(), args.cores)
         outcomes.append(outcome(run, variant, truth))
         print(outcomes[-1], flush=True)
-    command = ".venv/bin/python benchmarks/local_index.py " + " ".join(
-        f"--nprobe {n}" for n in args.nprobe
+    command = ".venv/bin/python benchmarks/local_index.py --nprobe " + " ".join(
+        str(n) for n in args.nprobe
     )
     replace_section(args.results, HEADING, render(outcomes, args.bench, len(truth), command))
     return 0
