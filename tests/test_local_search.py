@@ -592,3 +592,31 @@ def test_featureless_training_set_gives_one_cell(dataset: SimpleNamespace, tmp_p
         search_group(dataset.queries, indexes, LocalSearchParams(), coarse),
         search_group(dataset.queries, dataset.shards, LocalSearchParams()),
     )
+
+
+@pytest.mark.parametrize("hnsw", [False, True])
+def test_ivf_results_do_not_depend_on_the_thread_count(
+    dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, hnsw: bool
+) -> None:
+    """A SLURM node and a laptop must write the same bytes: the fit and the HNSW graph are
+    built on one thread, and each query descriptor's search is independent of the others."""
+    import faiss
+
+    if hnsw:
+        monkeypatch.setattr(copydetect.local_index, "HNSW_ABOVE", 2)
+    before = faiss.omp_get_max_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            tmp = dataset.tmp / f"threads_{hnsw}_{threads}"
+            tmp.mkdir()
+            coarse = fit_coarse(tmp, "coarse", nlist=8, seed=5)
+            indexes = index_shards(tmp, coarse, dataset.shards)
+            nb = search_group(dataset.queries, indexes, LocalSearchParams(k=2, nprobe=2), coarse)
+            results.append((coarse.read_bytes(), [p.read_bytes() for p in indexes], nb))
+    finally:
+        faiss.omp_set_num_threads(before)
+    (coarse_1, shards_1, nb_1), (coarse_2, shards_2, nb_2) = results
+    assert coarse_1 == coarse_2 and shards_1 == shards_2
+    assert_same_neighbors(nb_1, nb_2)
