@@ -477,15 +477,16 @@ def test_ivf_sharded_equals_unsharded_bit_for_bit(
     ]
 
 
-@pytest.mark.parametrize("hnsw", [False, True])
+@pytest.mark.parametrize("large", [False, True])
 def test_ivf_scanning_every_cell_equals_the_exact_search(
-    dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, hnsw: bool
+    dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, large: bool
 ) -> None:
     """Stored bytes are the descriptors themselves (8bit_direct): distances are the flat index's
     integers and ties break the same way, so nprobe = nlist is the exact search."""
-    if hnsw:  # the quantizer of a large nlist, on a small one
+    if large:  # the quantizer and the two-level k-means of a large nlist, on a small one
         monkeypatch.setattr(copydetect.local_index, "HNSW_ABOVE", 2)
-    coarse = fit_coarse(dataset.tmp, f"coarse_all_{hnsw}", nlist=8, seed=1)
+        monkeypatch.setattr(copydetect.local_index, "TWO_LEVEL_ABOVE", 2)
+    coarse = fit_coarse(dataset.tmp, f"coarse_all_{large}", nlist=8, seed=1)
     indexes = index_shards(dataset.tmp, coarse, dataset.shards)
     params = LocalSearchParams(k=2, nprobe=8)
     assert_same_neighbors(
@@ -523,7 +524,7 @@ def test_nlist_follows_the_collection_and_the_training_set(
     assert [round_pow2(x) for x in (0, 1, 2.9, 3.0, 5.9, 6.0, 1500)] == [1, 1, 4, 4, 8, 8, 2048]
     assert auto_nlist(100_000, 240, 1000) == 32_768  # 24M descriptors / 1000 = 24k -> 2^15
     assert auto_nlist(10_000, 240, 1000) == 2048
-    params = LocalIndexParams(nlist="auto", list_length=1000, max_training_descriptors=10**6)
+    params = LocalIndexParams(nlist="auto", list_length=1000, max_training_descriptors=2 * 10**6)
     # 200 training images of 300 descriptors; 8192 references of about as many.
     assert choose_nlist(params, 8192, 200, 60_000) == 1024  # 2.46M / 1000 = 2458 -> 2048, capped
     assert "fit 1024 cells, not 2048" in caplog.text
@@ -604,6 +605,7 @@ def test_ivf_results_do_not_depend_on_the_thread_count(
 
     if hnsw:
         monkeypatch.setattr(copydetect.local_index, "HNSW_ABOVE", 2)
+        monkeypatch.setattr(copydetect.local_index, "TWO_LEVEL_ABOVE", 2)
     before = faiss.omp_get_max_threads()
     results = []
     try:
@@ -620,3 +622,15 @@ def test_ivf_results_do_not_depend_on_the_thread_count(
     (coarse_1, shards_1, nb_1), (coarse_2, shards_2, nb_2) = results
     assert coarse_1 == coarse_2 and shards_1 == shards_2
     assert_same_neighbors(nb_1, nb_2)
+
+
+def test_two_level_kmeans_gives_every_cell_and_cuts_the_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(copydetect.local_index, "TWO_LEVEL_ABOVE", 4)
+    monkeypatch.setattr(copydetect.local_index, "MAX_CELL_POINTS", 50)
+    rng = np.random.default_rng(8)
+    sample = rng.integers(0, 256, (5000, 128), dtype=np.uint8)
+    index = fit_coarse_index(sample, 64, LocalIndexParams(nlist=64))
+    assert index.nlist == index.quantizer.ntotal == 64  # 8 clusters × their shares
+    assert len(copydetect.local_index._training_points(sample, 64, 0)) == 64 * 50

@@ -28,7 +28,7 @@ import math
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faiss
@@ -42,9 +42,13 @@ from copydetect.shards import STRING, read_sift_shard
 from copydetect.vlad import allocate_quota, descriptor_count, single_faiss_thread
 
 logger = logging.getLogger(__name__)
+_QUIET = logging.getLogger(f"{__name__}.quiet")  # progress of the many small second-level fits
+_QUIET.setLevel(logging.WARNING)
 
 DIM = 128
 MIN_CELL_POINTS = 39  # faiss' k-means wants this many training points per centroid
+MAX_CELL_POINTS = 512  # more points per cell barely move a centroid: the sample is cut to this
+TWO_LEVEL_ABOVE = 1024  # cells: k-means cost ∝ points × cells; two levels of √nlist make it ∝ √
 HNSW_ABOVE = 4096  # cells: a flat quantizer costs nlist × 128 per descriptor, HNSW ~ log(nlist)
 HNSW_NEIGHBORS = 32
 HNSW_EF_SEARCH = 128  # fixed in the file: index build and search assign cells the same way
@@ -140,10 +144,10 @@ def _quantizer(centroids: np.ndarray) -> Any:
     return quantizer
 
 
-def _kmeans(x: np.ndarray, nlist: int, params: LocalIndexParams) -> np.ndarray:
+def _kmeans(x: np.ndarray, nlist: int, params: LocalIndexParams, log: bool = True) -> np.ndarray:
     """k-means centroids, one iteration per faiss call (each starts from the last centroids,
     which gives faiss' own result) so a long fit logs its progress."""
-    progress = Progress(params.iterations, "k-means iterations", log=logger)
+    progress = Progress(params.iterations, "k-means iterations", log=logger if log else _QUIET)
     centroids = None
     for _ in range(params.iterations):
         kmeans = faiss.Kmeans(
@@ -162,13 +166,51 @@ def _kmeans(x: np.ndarray, nlist: int, params: LocalIndexParams) -> np.ndarray:
     return centroids
 
 
+def _two_level_kmeans(x: np.ndarray, nlist: int, params: LocalIndexParams) -> np.ndarray:
+    """Centroids of many cells at the cost of few: k-means of about √nlist coarse clusters, then
+    each cluster's points split into its share of the nlist cells (shares ∝ cluster sizes)."""
+    top = _kmeans(x, round_pow2(math.sqrt(nlist)), params)
+    assign = _nearest(top, x)
+    shares = allocate_quota(np.bincount(assign, minlength=len(top)).tolist(), nlist)
+    progress = Progress(nlist, "cells of the second k-means level", log=logger)
+    parts = []
+    for cluster, share in enumerate(shares):
+        points = x[assign == cluster]
+        if share == 1:
+            parts.append(points.mean(axis=0, keepdims=True))
+        elif share > 1:
+            seeded = replace(params, seed=params.seed + 1 + cluster)
+            parts.append(_kmeans(points, int(share), seeded, log=False))
+        progress.advance(int(share))
+    progress.done()
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _nearest(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
+    index = faiss.IndexFlatL2(DIM)
+    index.add(centroids)
+    with single_faiss_thread():
+        return index.search(x, 1)[1][:, 0]
+
+
+def _training_points(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """The sample as float32, cut to ``MAX_CELL_POINTS`` per cell by a seeded draw."""
+    x = np.asarray(sample).reshape(-1, DIM)
+    if len(x) > nlist * MAX_CELL_POINTS:
+        rows = np.random.default_rng(seed).choice(len(x), nlist * MAX_CELL_POINTS, replace=False)
+        x = x[np.sort(rows)]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def fit_coarse_index(sample: np.ndarray, nlist: int, params: LocalIndexParams) -> Any:
     """A trained, empty IVF index of uint8 descriptors stored as is (exact distances)."""
-    x = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, DIM)
+    x = _training_points(sample, nlist, params.seed)
     if nlist > 1:
         if len(x) < nlist:
             raise ValueError(f"{len(x)} training descriptors for {nlist} cells")
-        centroids = _kmeans(x, nlist, params)
+        fit = _two_level_kmeans if nlist > TWO_LEVEL_ABOVE else _kmeans
+        centroids = fit(x, nlist, params)
+        nlist = len(centroids)  # two levels may fall a cell or two short of the ask
     else:  # one cell (a featureless training set has no descriptors at all): the flat scan
         centroids = np.zeros((1, DIM), np.float32) if len(x) == 0 else x.mean(0, keepdims=True)
     index = faiss.IndexIVFScalarQuantizer(
