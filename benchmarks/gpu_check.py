@@ -338,6 +338,9 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
     ``gpus`` GPU jobs at once."""
     overlay = {
         "gpu": {"lock_dir": str(scratch / "gpu-locks")},
+        # The default local index (ivf) searches on CPU; the exact flat scan is the local path
+        # that runs on faiss-gpu, so the check takes it.
+        "local": {"index": {"type": "flat"}},
         "overlay": {
             "detector": "train",
             "train": {"epochs": epochs},
