@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from copydetect.gpu import GpuLease, GpuLeaseError, acquire_for_job
+from copydetect.memory import peak_rss_mib
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The last line of every job's log: its CPU seconds (benchmarks/baseline_imgfp.py sums them per
@@ -77,7 +78,7 @@ def log_cpu_usage(log: Any) -> None:
         return
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak_mib = max(own.ru_maxrss, children.ru_maxrss) / 1024  # kilobytes on Linux
+    peak_mib = max(peak_rss_mib(), children.ru_maxrss / 1024)  # ru_maxrss: KiB on Linux
     logging.info(
         CPU_LINE,
         own.ru_utime + children.ru_utime,
