@@ -322,14 +322,18 @@ def test_gpu_rules_were_given_a_gpu_by_slurm(
     local_and_slurm_runs: tuple[Path, SlurmRun, ProfilePlan],
 ) -> None:
     _, run, _ = local_and_slurm_runs
-    gpu_jobs = [s for s in run.submissions if s.name in ("rule_local_search", "rule_global_search")]
+    gpu_jobs = [s for s in run.submissions if s.name == "rule_global_search"]
     assert gpu_jobs
     for submission in gpu_jobs:
         job = scontrol_fields("job", submission.slurm_id)
         assert job["TresPerJob"] == "gres:gpu:1", job
         assert job["Comment"].startswith(submission.name), job
-    cpu_job = next(s for s in run.submissions if s.name == "group_features")
-    assert "TresPerJob" not in scontrol_fields("job", cpu_job.slurm_id)
+    # The default local index (ivf) searches on CPU: its jobs ask for no GPU (gpu=0 from the
+    # rule's resource function), like the CPU-only groups.
+    cpu_jobs = [s for s in run.submissions if s.name in ("group_features", "rule_local_search")]
+    assert {s.name for s in cpu_jobs} == {"group_features", "rule_local_search"}
+    for submission in cpu_jobs:
+        assert "TresPerJob" not in scontrol_fields("job", submission.slurm_id)
 
 
 @pytest.mark.slow

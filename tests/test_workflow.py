@@ -154,6 +154,7 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             ("make_gallery", ""),
             ("ingest", f"set=references, shard={shard}"),
             ("sift", f"set=references, shard={shard}"),
+            ("index_local_shard", f"shard={shard}"),
             ("embed_vlad", f"model=vlad, set=references, shard={shard}"),
             ("project_embeddings", f"model=vlad, set=references, shard={shard}"),
             ("summarize_ingest", "set=references"),
@@ -217,6 +218,22 @@ def test_changed_candidate_threshold_does_not_rerun_the_search(
     jobs = plan(root / "run", {**config, "local": local})
     rules = sorted({rule for rule, _ in jobs})
     assert rules == ["all", "evaluate", "fuse", "local_candidates", "make_gallery", "verify"]
+
+
+def test_local_index_changes_rerun_what_they_touch(finished_run: tuple[Path, dict]) -> None:
+    """nprobe reruns the searches only; the cells' size refits the shared quantizer and rebuilds
+    every shard's lists; flat drops both and searches the SIFT shards."""
+    root, config = finished_run
+    local = {"reference_shards_per_job": 2}
+    search = plan(root / "run", {**config, "local": {**local, "search": {"nprobe": 2}}})
+    assert {"fit_local_index", "index_local_shard"}.isdisjoint(rule for rule, _ in search)
+    assert "local_search" in {rule for rule, _ in search}
+    refit = plan(root / "run", {**config, "local": {**local, "index": {"list_length": 50}}})
+    rules = [rule for rule, _ in refit]
+    assert rules.count("fit_local_index") == 1 and rules.count("index_local_shard") == 4
+    flat = plan(root / "run", {**config, "local": {**local, "index": {"type": "flat"}}})
+    assert {"fit_local_index", "index_local_shard"}.isdisjoint(rule for rule, _ in flat)
+    assert "local_search" in {rule for rule, _ in flat}
 
 
 def test_new_query_batch_reuses_the_reference_side(
