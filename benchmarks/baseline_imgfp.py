@@ -28,6 +28,7 @@ import collections
 import csv
 import datetime
 import json
+import re
 import resource
 import shlex
 import shutil
@@ -266,6 +267,43 @@ def measured(step, *args) -> tuple[object, CpuRun]:  # noqa: ANN001 - any callab
 
 # --- The workflow side ---
 
+# The last line of every job's log (copydetect.rule_script.CPU_LINE): getrusage of the job's
+# process and its reaped children, interpreter start-up and imports included.
+JOB_CPU = re.compile(r"job CPU seconds: ([\d.]+) user, ([\d.]+) system")
+
+
+@dataclass(frozen=True)
+class StepCpu:
+    """CPU seconds of one workflow step: the jobs whose logs share a folder (rule ``sift`` logs
+    to ``logs/sift/``, ``embed_vlad`` to ``logs/embed/``)."""
+
+    step: str
+    jobs: int
+    cpu_s: float
+
+
+def job_cpu_seconds(log: Path) -> float | None:
+    """The CPU seconds a job's log ends with, None when it has no such line."""
+    found = JOB_CPU.findall(log.read_text(errors="replace"))
+    return float(found[-1][0]) + float(found[-1][1]) if found else None
+
+
+def step_cpu(results: Path) -> list[StepCpu]:
+    """CPU per step of a finished run from its job logs (``results/logs``), largest first.
+
+    The step is a log's first folder under ``logs/`` (its stem for a log directly there); logs
+    without a CPU line (jobs that failed before writing one) are left out.
+    """
+    totals: dict[str, list[float]] = collections.defaultdict(list)
+    logs = results / "logs"
+    for log in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+        cpu = job_cpu_seconds(log)
+        if cpu is not None:
+            parts = log.relative_to(logs).parts
+            totals[parts[0] if len(parts) > 1 else log.stem].append(cpu)
+    steps = [StepCpu(step, len(cpus), sum(cpus)) for step, cpus in totals.items()]
+    return sorted(steps, key=lambda s: (-s.cpu_s, s.step))
+
 
 def workflow_command(bench: Path, run_dir: Path, cores: int) -> list[str]:
     """The accuracy benchmark's command (default config) with this interpreter's snakemake."""
@@ -306,6 +344,31 @@ def metric_row(name: str, m: dict, cpu: CpuRun, n_queries: int) -> str:
     )
 
 
+def step_table(record: dict) -> list[str]:
+    """Where the workflow's CPU went: per step from the job logs, the rest is Snakemake's own
+    (planning, scheduling, benchmark sampling) and anything that ran outside a job."""
+    steps = [StepCpu(**s) for s in record.get("workflow_steps", [])]
+    if not steps:
+        return []
+    n, total = record["n_queries"], record["workflow_cpu"]["cpu_s"]
+    rows = [(s.step, str(s.jobs), s.cpu_s) for s in steps]
+    rows.append(("Snakemake itself and outside jobs", "", total - sum(s.cpu_s for s in steps)))
+    lines = [
+        "",
+        "Workflow CPU by step (each job's log ends with its getrusage CPU seconds, start-up and "
+        "worker processes included):",
+        "",
+        "| step | jobs | CPU s | share | CPU s / query |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for step, jobs, cpu in rows:
+        lines.append(f"| {step} | {jobs} | {cpu:.1f} | {cpu / total:.0%} | {cpu / n:.3f} |")
+    lines.append(
+        f"| **total** | {sum(s.jobs for s in steps)} | {total:.1f} | 100% | {total / n:.3f} |"
+    )
+    return lines
+
+
 def render(record: dict) -> str:
     """The results.md section from a comparison record (see ``compare``)."""
     n = record["n_queries"]
@@ -333,6 +396,7 @@ def render(record: dict) -> str:
         metric_row("imgFp-style baseline", record["baseline_metrics"], bl, n),
         "",
         f"CPU per query, workflow / baseline: **{ratio:.2f}** (the issue's target is ≤ 0.10).",
+        *step_table(record),
         "",
         "Reproduce:",
         "",
@@ -374,6 +438,7 @@ def compare(args: argparse.Namespace) -> int:
         "n_queries": len(list_images(args.bench / "queries")),
         "n_references": len(list_images(args.bench / "references")),
         "workflow_cpu": asdict(wf_cpu),
+        "workflow_steps": [asdict(s) for s in step_cpu(args.run_dir / "results")],
         "baseline_cpu": asdict(bl_cpu),
         "workflow_metrics": evaluate(args.run_dir / "results" / "predictions.csv", truth),
         "baseline_metrics": evaluate(args.out / "predictions.csv", truth),

@@ -113,3 +113,57 @@ def test_cpu_seconds_count_children() -> None:
     before = bl.cpu_seconds()
     subprocess.run([sys.executable, "-c", "sum(i * i for i in range(1_000_000))"], check=True)
     assert bl.cpu_seconds() - before > 0.02
+
+
+def write_job_log(path: Path, cpu: tuple[float, float] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["2026-11-29 01:00:00,000 INFO root: working"]
+    if cpu is not None:
+        lines.append(
+            "2026-11-29 01:00:09,000 INFO root: job CPU seconds: "
+            f"{cpu[0]:.3f} user, {cpu[1]:.3f} system, peak RSS 100.0 MiB"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_step_cpu_sums_the_job_logs_per_folder(tmp_path: Path) -> None:
+    logs = tmp_path / "results" / "logs"
+    write_job_log(logs / "sift" / "references" / "s0000.log", (10.0, 1.0))
+    write_job_log(logs / "sift" / "queries" / "s0000.log", (5.0, 0.5))
+    write_job_log(logs / "verify" / "queries" / "s0000.log", (20.0, 2.0))
+    write_job_log(logs / "fuse.log", (1.0, 0.25))
+    write_job_log(logs / "evaluate.log", None)  # failed before its last line: left out
+    steps = bl.step_cpu(tmp_path / "results")
+    assert steps == [
+        bl.StepCpu("verify", 1, 22.0),
+        bl.StepCpu("sift", 2, 16.5),
+        bl.StepCpu("fuse", 1, 1.25),
+    ]
+    assert bl.step_cpu(tmp_path / "missing") == []
+
+
+def test_the_section_shows_where_the_workflow_cpu_went() -> None:
+    cpu = {"cpu_s": 100.0, "wall_s": 60.0}
+    metrics = {"micro_ap": 0.7, "recall_at_p90": 0.6, "recall_at_rank1": 0.7, "n_predictions": 9}
+    record = {
+        "date": "d",
+        "machine": "m",
+        "commit": "c",
+        "cores": 2,
+        "n_queries": 50,
+        "n_references": 40,
+        "workflow_cpu": cpu,
+        "baseline_cpu": {"cpu_s": 1000.0, "wall_s": 900.0},
+        "workflow_metrics": metrics,
+        "baseline_metrics": metrics,
+        "workflow_steps": [{"step": "verify", "jobs": 1, "cpu_s": 60.0}],
+        "command": "cmd",
+        "workflow_command": "wf",
+    }
+    section = bl.render(record)
+    assert "| verify | 1 | 60.0 | 60% | 1.200 |" in section
+    assert "| Snakemake itself and outside jobs |  | 40.0 | 40% | 0.800 |" in section
+    assert "| **total** | 1 | 100.0 | 100% | 2.000 |" in section
+    assert "workflow / baseline: **0.10**" in section
+    del record["workflow_steps"]  # a record written before the step table
+    assert "| step |" not in bl.render(record)

@@ -179,3 +179,32 @@ def test_expected_errors_end_the_job_cleanly_and_others_propagate(tmp_path: Path
     sys.stderr.flush()
     log = (tmp_path / "job.log").read_text()
     assert "ERROR root: setting 'size' must be >= 16" in log and "Traceback" not in log
+
+
+def test_a_job_logs_its_cpu_seconds_last_when_it_exits(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    code = (
+        "from types import SimpleNamespace\n"
+        "import logging\n"
+        "from copydetect.rule_script import start\n"
+        f"start(SimpleNamespace(log=[{str(log)!r}], resources={{}}, params=None))\n"
+        "sum(i * i for i in range(2_000_000))\n"  # some CPU to count
+        "logging.info('work done')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SCRIPTS)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = [LINE.match(line) for line in log.read_text().splitlines()]
+    assert [m.group(3) for m in lines][0] == "work done"
+    pattern = r"job CPU seconds: ([\d.]+) user, ([\d.]+) system, peak RSS ([\d.]+) MiB"
+    cpu = re.fullmatch(pattern, lines[-1].group(3))
+    assert cpu is not None and float(cpu.group(1)) + float(cpu.group(2)) > 0.01
+    assert float(cpu.group(3)) > 1.0
+
+
+def test_the_cpu_line_is_skipped_once_the_log_is_closed(tmp_path: Path) -> None:
+    start(job(tmp_path))
+    stream = sys.stderr
+    stream.close()
+    rule_script.log_cpu_usage(stream)  # what atexit would call: no error, nothing written
+    assert "job CPU seconds" not in (tmp_path / "job.log").read_text()

@@ -18,8 +18,10 @@ from copydetect.sift import SiftParams, extract_sift, flipped_features, sift_sha
 from copydetect.tables import read_table
 from copydetect.verify import (
     VerifyParams,
+    _verify_one,
     fit_geometry,
     ratio_test_matches,
+    ratio_test_views,
     verify_candidates,
     verify_pair,
 )
@@ -75,6 +77,46 @@ def test_mirrored_copy_verifies_only_through_the_flip(photos, reference) -> None
     assert with_flip.flipped and with_flip.inliers >= 20
     off = VerifyParams(try_flip=False)
     assert verify_pair(query, reference, off, flipped_features(mirrored, SIFT)) == without
+
+
+def brute_force_ratio_test(q: np.ndarray, r: np.ndarray, ratio: float) -> np.ndarray:
+    """The ratio test in float64 on explicit differences (no product trick, no stacking)."""
+    d2 = ((q[:, None, :].astype(np.float64) - r[None, :, :]) ** 2).sum(axis=2)
+    order = np.argsort(d2, axis=1, kind="stable")
+    rows = np.arange(len(q))
+    first, second = d2[rows, order[:, 0]], d2[rows, order[:, 1]]
+    keep = first < np.float32(ratio * ratio) * second
+    return np.stack([rows[keep], order[keep, 0]], axis=1)
+
+
+def test_stacked_views_match_each_view_alone_exactly(photos, reference) -> None:
+    copy = extract_sift(edited_copy(photos["astronaut"]), SIFT, "Q")
+    mirror = flipped_features(edited_copy(photos["astronaut"]), SIFT, "Q")
+    empty = np.zeros((0, 128), np.uint8)
+    views = [copy.descriptors, empty, mirror.descriptors]
+    stacked = ratio_test_views(views, reference.descriptors, VERIFY.ratio)
+    for view, matches in zip(views, stacked, strict=True):
+        expected = brute_force_ratio_test(view, reference.descriptors, VERIFY.ratio)
+        np.testing.assert_array_equal(matches, expected)
+        assert matches.dtype == np.int64 and matches.shape[1] == 2
+    assert len(stacked[0]) >= 20 and len(stacked[1]) == 0
+
+
+def test_skipping_a_mirror_that_cannot_win_gives_the_same_evidence(photos, reference) -> None:
+    """verify_pair skips the mirror's RANSAC when it has no more matches than the query has
+    inliers; the result must equal fitting both views and keeping the better one."""
+    cases = [
+        edited_copy(photos["astronaut"]),  # the query wins, the mirror is skipped
+        np.ascontiguousarray(edited_copy(photos["astronaut"], angle=-10)[:, ::-1]),  # mirror wins
+        photos["coffee"],  # neither fits
+    ]
+    for image in cases:
+        query = extract_sift(image, SIFT, "Q")
+        mirror = flipped_features(image, SIFT, "Q")
+        plain = _verify_one(query, reference, VERIFY, flipped=False)
+        flipped = _verify_one(mirror, reference, VERIFY, flipped=True)
+        expected = flipped if flipped.inliers > plain.inliers else plain
+        assert verify_pair(query, reference, VERIFY, mirror) == expected
 
 
 def test_verification_is_reproducible(photos, reference) -> None:

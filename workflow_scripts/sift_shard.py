@@ -6,7 +6,10 @@ from copydetect.rule_script import start
 
 
 def main() -> None:
+    from copydetect.memory import keep_freed_memory
     from copydetect.sift import SiftParams, sift_shard, write_sparse_table
+
+    keep_freed_memory()  # image-sized buffers freed per image: no page faults for each
 
     params = SiftParams.from_mapping(snakemake.params.sift)
     summary = sift_shard(snakemake.input.shard, snakemake.output.features, params)

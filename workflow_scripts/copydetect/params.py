@@ -43,16 +43,21 @@ class ParamsSpec:
 REGISTRY: dict[type, ParamsSpec] = {}
 
 
+# libyaml's loader when PyYAML has it: the same documents ~10x faster (every job parses both
+# files at import; the pure-Python loader took ~0.1 CPU s of each job's start-up).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @cache
 def config_defaults() -> dict[str, Any]:
     """config/config.yaml as a dict (the workflow's defaults)."""
-    return yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
+    return yaml.load((CONFIG_DIR / "config.yaml").read_text(), Loader=_YAML_LOADER)
 
 
 @cache
 def config_schema() -> dict[str, Any]:
     """config/schema.yaml as a dict."""
-    return yaml.safe_load((CONFIG_DIR / "schema.yaml").read_text())
+    return yaml.load((CONFIG_DIR / "schema.yaml").read_text(), Loader=_YAML_LOADER)
 
 
 def fill_defaults(config: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

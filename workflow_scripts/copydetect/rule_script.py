@@ -19,14 +19,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from copydetect.gpu import GpuLease, GpuLeaseError, acquire_for_job
+from copydetect.memory import peak_rss_mib
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The last line of every job's log: its CPU seconds (benchmarks/baseline_imgfp.py sums them per
+# rule). getrusage at exit counts the whole process, interpreter start-up and imports included,
+# and its reaped children (worker pools); Snakemake's benchmark files sample the process tree
+# and miss what ran between samples.
+CPU_LINE = "job CPU seconds: %.3f user, %.3f system, peak RSS %.1f MiB"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ def start(snakemake: Any, device: str | None = None) -> RuleJob:
     redirect_output(snakemake.log[0])
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
     logging.captureWarnings(True)  # library warnings (Pillow, torch) become log lines too
+    # atexit runs before logging's own shutdown hook (registered earlier, at its import).
+    atexit.register(log_cpu_usage, sys.stderr)
     gpus = 0 if device == "cpu" else int(snakemake.resources.get("gpu", 0))
     return RuleJob(lease=lease_devices(gpus, snakemake.params.gpu_lock_dir) if gpus else GpuLease())
 
@@ -60,6 +69,22 @@ def redirect_output(log_path: str) -> None:
     """Send stderr and stdout (libraries such as ultralytics print progress there) to the log."""
     sys.stderr = open(log_path, "w")  # noqa: SIM115 - the log lives as long as the job
     sys.stdout = sys.stderr
+
+
+def log_cpu_usage(log: Any) -> None:
+    """Log the job's CPU seconds (this process and its reaped children) while ``log``, the job's
+    log stream, is still open (a test closes it before the interpreter exits)."""
+    if log.closed or sys.stderr is not log:
+        return
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mib = max(peak_rss_mib(), children.ru_maxrss / 1024)  # ru_maxrss: KiB on Linux
+    logging.info(
+        CPU_LINE,
+        own.ru_utime + children.ru_utime,
+        own.ru_stime + children.ru_stime,
+        peak_mib,
+    )
 
 
 def lease_devices(n: int, lock_dir: str) -> GpuLease:

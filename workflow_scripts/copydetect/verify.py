@@ -23,7 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -35,7 +35,7 @@ from copydetect.params import config_params
 from copydetect.progress import Progress
 from copydetect.shards import SiftFeatures, read_sift_rows
 from copydetect.tables import ID_COLUMNS
-from copydetect.threads import single_thread
+from copydetect.threads import set_blas_threads, single_blas_thread, single_thread
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,19 @@ def ratio_test_matches(q_desc: np.ndarray, r_desc: np.ndarray, ratio: float) -> 
     order, threads or BLAS. With fewer than two reference descriptors there is no second
     neighbour to compare with, hence no match.
     """
-    if len(q_desc) == 0 or len(r_desc) < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    q = np.asarray(q_desc, dtype=np.float32)
+    return ratio_test_views([q_desc], r_desc, ratio)[0]
+
+
+def ratio_test_views(
+    views: Sequence[np.ndarray], r_desc: np.ndarray, ratio: float
+) -> list[np.ndarray]:
+    """:func:`ratio_test_matches` of several query views (the query and its mirror) against one
+    reference, with one distance product for all views: each row's distances are exact
+    integers, so stacking the views changes no match, only the per-call overhead."""
+    sizes = [len(view) for view in views]
+    if sum(sizes) == 0 or len(r_desc) < 2:
+        return [np.zeros((0, 2), dtype=np.int64) for _ in views]
+    q = np.concatenate([np.asarray(view, dtype=np.float32).reshape(-1, 128) for view in views])
     r = np.asarray(r_desc, dtype=np.float32)
     # cv2.gemm follows cv2.setNumThreads (numpy's BLAS would spawn its own threads per worker).
     d2 = cv2.gemm(q, r, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
@@ -120,7 +130,12 @@ def ratio_test_matches(q_desc: np.ndarray, r_desc: np.ndarray, ratio: float) -> 
     q_sq = np.einsum("ij,ij->i", q, q)
     # Compare squared distances: d1 < ratio * d2  ⇔  d1² < ratio² d2² (both non-negative).
     keep = (d_first + q_sq) < (ratio * ratio) * (d_second + q_sq)
-    return np.stack([rows[keep], first[keep]], axis=1).astype(np.int64)
+    matches = []
+    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+        view_keep = keep[start : start + size]
+        view_rows = np.arange(size)[view_keep]
+        matches.append(np.stack([view_rows, first[start : start + size][view_keep]], axis=1))
+    return [m.astype(np.int64) for m in matches]
 
 
 def count_distinct(points: np.ndarray, tolerance: float) -> int:
@@ -210,10 +225,13 @@ def _mean_distance(query: SiftFeatures, reference: SiftFeatures, matches: np.nda
     return float(np.linalg.norm(q - r, axis=1).mean() / 255.0)
 
 
-def _verify_one(
-    query: SiftFeatures, reference: SiftFeatures, params: VerifyParams, flipped: bool
+def _evidence(
+    query: SiftFeatures,
+    reference: SiftFeatures,
+    matches: np.ndarray,
+    params: VerifyParams,
+    flipped: bool,
 ) -> PairEvidence:
-    matches = ratio_test_matches(query.descriptors, reference.descriptors, params.ratio)
     fit = fit_geometry(query.keypoints, reference.keypoints, matches, params)
     # The distance is averaged over the matches that count: the inliers when there are any.
     counted = matches[fit.inlier_mask] if fit.inliers else matches
@@ -230,6 +248,13 @@ def _verify_one(
     )
 
 
+def _verify_one(
+    query: SiftFeatures, reference: SiftFeatures, params: VerifyParams, flipped: bool
+) -> PairEvidence:
+    matches = ratio_test_matches(query.descriptors, reference.descriptors, params.ratio)
+    return _evidence(query, reference, matches, params, flipped)
+
+
 def verify_pair(
     query: SiftFeatures,
     reference: SiftFeatures,
@@ -238,12 +263,18 @@ def verify_pair(
 ) -> PairEvidence:
     """Verify a pair; with ``try_flip`` and the mirrored query's features, keep the better one
     (more inliers; a tie keeps the unflipped evidence)."""
-    evidence = _verify_one(query, reference, params, flipped=False)
-    if params.try_flip and query_flipped is not None:
-        mirrored = _verify_one(query_flipped, reference, params, flipped=True)
-        if mirrored.inliers > evidence.inliers:
-            return mirrored
-    return evidence
+    if not (params.try_flip and query_flipped is not None):
+        return _verify_one(query, reference, params, flipped=False)
+    matches, mirrored_matches = ratio_test_views(
+        [query.descriptors, query_flipped.descriptors], reference.descriptors, params.ratio
+    )
+    evidence = _evidence(query, reference, matches, params, flipped=False)
+    # The effective inliers never exceed the matches: a mirror with no more matches than the
+    # query has inliers cannot win, so its RANSAC fit is skipped (same evidence, less work).
+    if len(mirrored_matches) <= evidence.inliers:
+        return evidence
+    mirrored = _evidence(query_flipped, reference, mirrored_matches, params, flipped=True)
+    return mirrored if mirrored.inliers > evidence.inliers else evidence
 
 
 # --- Candidate tables: loading only what is verified, verifying in worker processes ---------
@@ -263,8 +294,12 @@ _INPUTS: _Inputs | None = None
 
 
 def _init_worker() -> None:
-    # Parallelism is one process per worker; OpenCV threads inside them would oversubscribe.
+    # Parallelism is one process per worker; OpenCV threads inside them would oversubscribe, and
+    # so would the BLAS pool behind cv2.gemm (one thread per core by default, each spinning
+    # while it waits: 1.5x the CPU seconds of one thread). The distances are exact integers,
+    # so the thread count cannot change a match.
     cv2.setNumThreads(1)
+    set_blas_threads(1)
 
 
 def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[tuple[int, dict]]:
@@ -340,8 +375,9 @@ def verify_candidates(
     progress = Progress(len(table), "candidate pairs verified", log=logger)
     try:
         if processes == 1:
-            _init_worker()
-            results = _counted((_verify_query(task) for task in tasks), progress)
+            with single_blas_thread():
+                _init_worker()
+                results = _counted((_verify_query(task) for task in tasks), progress)
         else:
             context = multiprocessing.get_context("fork")
             # A forked child that calls cv2.setNumThreads hangs when the parent's pool has
