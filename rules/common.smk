@@ -11,6 +11,7 @@ to the main run.
 """
 
 import hashlib
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -170,11 +171,41 @@ def reference_groups(run):
     return group_shards(shard_names(run, "references"), per_job)
 
 
-def reference_group_features(wildcards):
+def uses_local_ivf():
+    return config["local"]["index"]["type"] == "ivf"
+
+
+def reference_group_index(wildcards):
+    """What a local search job reads of its reference shards: their inverted lists (ivf) or
+    their SIFT shards (flat)."""
+    pattern = (
+        "{run}/index/local/{shard}.h5"
+        if uses_local_ivf()
+        else "{run}/sift/references/{shard}.h5"
+    )
     return [
-        f"{wildcards.run}/sift/references/{shard}.h5"
+        pattern.format(run=wildcards.run, shard=shard)
         for shard in reference_groups(wildcards.run)[wildcards.group]
     ]
+
+
+def local_coarse_index(wildcards):
+    return [f"{wildcards.run}/models/local/coarse.faiss"] if uses_local_ivf() else []
+
+
+def local_search_gpus(wildcards):
+    """The inverted file searches on CPU (a few cells per descriptor); the exact flat scan is
+    what a GPU speeds up."""
+    wants_gpu = config["local"]["search"]["use_gpu"] != "never"
+    return 0 if uses_local_ivf() or not wants_gpu else 1
+
+
+def reference_scale(wildcards):
+    """The reference count rounded to a power of two: what nlist: auto is sized by, so the
+    coarse quantizer is refitted only when the collection about doubles, not per new image.
+    """
+    count = len(image_listing(wildcards.run, "references").entries)
+    return 1 << max(0, round(math.log2(max(count, 1))))
 
 
 def query_shard_neighbors(wildcards):

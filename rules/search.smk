@@ -1,10 +1,50 @@
+rule fit_local_index:
+    """Coarse quantizer of the local inverted file (local.index.type: ivf): k-means cells of
+    RootSIFT sampled from the training set (else the references), fitted once and shared by
+    every reference shard, so a new shard needs no refitting."""
+    input:
+        features=fit_sift_shards,
+    output:
+        index=f"{RUN}/models/local/coarse.faiss",
+    log:
+        f"{RUN}/logs/fit_local_index.log",
+    benchmark:
+        f"{RUN}/benchmarks/fit_local_index.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        index=config["local"]["index"],
+        reference_images=reference_scale,
+    script:
+        "../workflow_scripts/fit_local_index.py"
+
+
+rule index_local_shard:
+    """Inverted lists of one reference shard's RootSIFT against the shared coarse quantizer."""
+    input:
+        features=f"{RUN}/sift/references/{{shard}}.h5",
+        coarse=f"{RUN}/models/local/coarse.faiss",
+    output:
+        index=f"{RUN}/index/local/{{shard}}.h5",
+    log:
+        f"{RUN}/logs/index_local_shard/{{shard}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/index_local_shard/{{shard}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/index_local_shard.py"
+
+
 rule local_search:
     """Nearest reference descriptors of every descriptor of one query shard (or its local crops),
-    over one group of reference shards (memory bounded by the group, never by the whole
-    reference set)."""
+    over one group of reference shards, one shard at a time (memory bounded by one shard, never
+    by the whole reference set): the shards' inverted lists (ivf) or their SIFT (flat).
+    """
     input:
         queries=f"{RUN}/sift/{{view}}/{{shard}}.h5",
-        references=reference_group_features,
+        references=reference_group_index,
+        coarse=local_coarse_index,
     output:
         neighbors=f"{RUN}/search/local/{{view}}/{{shard}}/{{group}}.h5",
     log:
@@ -17,7 +57,7 @@ rule local_search:
         "../envs/gpu.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=local_search_gpus,
     params:
         search=config["local"]["search"],
         gpu_lock_dir=config["gpu"]["lock_dir"],

@@ -11,8 +11,19 @@ import pytest
 import yaml
 from script_runner import run_script
 
+import copydetect.local_index
 import copydetect.progress
 from copydetect.knn import merge_topk
+from copydetect.local_index import (
+    LocalIndexParams,
+    auto_nlist,
+    build_shard_index,
+    choose_nlist,
+    fit_coarse_index,
+    round_pow2,
+    write_coarse_index,
+    write_shard_index,
+)
 from copydetect.local_search import (
     VOTE_COLUMNS,
     CandidateParams,
@@ -29,6 +40,7 @@ from copydetect.local_search import (
     vote_mask,
     write_neighbors,
 )
+from copydetect.params import defaults
 from copydetect.shards import SiftFeatures, read_sift_shard, write_sift_shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,17 +154,6 @@ def test_empty_query_or_reference() -> None:
     assert dist.shape == idx.shape == (0, 2)
     dist, idx = descriptor_knn(some, none, LocalSearchParams(k=2))
     assert np.isinf(dist).all() and (idx == -1).all() and idx.shape == (4, 2)
-
-
-def test_ivf_flat_finds_exact_copies() -> None:
-    rng = np.random.default_rng(3)
-    ref = rng.integers(0, 256, (4000, 128), dtype=np.uint8)
-    params = LocalSearchParams(k=1, index="ivf_flat", nlist=16, nprobe=4)
-    dist, idx = descriptor_knn(ref[:50], ref, params)
-    assert (idx[:, 0] == np.arange(50)).all() and (dist[:, 0] == 0).all()
-    # The same shard always trains the same index (seeded): identical results on a rerun.
-    again = descriptor_knn(ref[:50], ref, params)
-    np.testing.assert_array_equal(again[1], idx)
 
 
 # --- merges -------------------------------------------------------------------------------------
@@ -371,8 +372,6 @@ def test_params_accept_the_config_sections_and_reject_unknown_keys() -> None:
         LocalSearchParams.from_mapping({"kk": 1})
     with pytest.raises(ValueError, match="unknown local.votes parameters"):
         VoteParams.from_mapping({"k": 1})
-    with pytest.raises(ValueError, match="pq_m"):
-        LocalSearchParams(index="ivf_pq", pq_m=5)
     with pytest.raises(ValueError, match="local.votes.ratio"):
         VoteParams(ratio=1.5)
 
@@ -381,7 +380,7 @@ def test_rule_scripts_end_to_end(
     tmp_path: Path, dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(copydetect.progress, "PROGRESS_EVERY_S", 0.0)  # a line per query block
-    search = {"k": 1, "index": "flat", "use_gpu": "never"}
+    search = {"k": 1, "nprobe": 4, "use_gpu": "never"}
     neighbor_files = []
     for name, group in (("g0", dataset.shards[:2]), ("g1", dataset.shards[2:])):
         out = tmp_path / "search" / f"{name}.h5"
@@ -389,7 +388,7 @@ def test_rule_scripts_end_to_end(
             "local_search_block.py",
             SimpleNamespace(
                 input=SimpleNamespace(
-                    queries=str(dataset.queries), references=list(map(str, group))
+                    queries=str(dataset.queries), references=list(map(str, group)), coarse=[]
                 ),
                 output=SimpleNamespace(neighbors=str(out)),
                 params=SimpleNamespace(search=search, gpu_lock_dir=str(tmp_path / "locks")),
@@ -425,3 +424,157 @@ def test_rule_scripts_end_to_end(
     top = candidates.groupby("query_id").head(1).set_index("query_id")["reference_id"]
     assert top.to_dict() == dataset.planted
     assert len(pd.read_csv(tmp_path / "votes.csv")) >= len(candidates)
+
+
+# --- the inverted file (local.index.type: ivf) --------------------------------------------------
+
+
+def fit_coarse(tmp: Path, name: str, nlist: int, seed: int = 0) -> Path:
+    """A coarse index fitted on descriptors unrelated to the references (a training set)."""
+    rng = np.random.default_rng(100 + seed)
+    sample = rng.integers(0, 256, (nlist * 40, 128), dtype=np.uint8)
+    params = LocalIndexParams(nlist=nlist, seed=seed)
+    path = tmp / f"{name}.faiss"
+    write_coarse_index(path, fit_coarse_index(sample, nlist, params))
+    return path
+
+
+def index_shards(tmp: Path, coarse: Path, shards: list[Path]) -> list[Path]:
+    paths = []
+    for shard in shards:
+        path = tmp / f"{coarse.stem}_idx" / f"{shard.stem}.h5"
+        write_shard_index(path, build_shard_index(coarse, shard))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize(("k", "nprobe"), [(1, 2), (3, 3)])
+def test_ivf_sharded_equals_unsharded_bit_for_bit(
+    dataset: SimpleNamespace, k: int, nprobe: int
+) -> None:
+    """One coarse quantizer for every shard: each query descriptor scans the same cells in each,
+    so the merged top-k equals the top-k of one index over all references, even with few
+    cells scanned (approximate)."""
+    coarse = fit_coarse(dataset.tmp, f"coarse_k{k}", nlist=8)
+    params = LocalSearchParams(k=k, nprobe=nprobe)
+    (whole_index,) = index_shards(dataset.tmp, coarse, [dataset.unsharded])
+    a, b, c = index_shards(dataset.tmp, coarse, dataset.shards)
+    whole = search_group(dataset.queries, [whole_index], params, coarse)
+    merged = merge_neighbors(
+        [
+            search_group(dataset.queries, [c, a], params, coarse),
+            search_group(dataset.queries, [b], params, coarse),
+        ],
+        k,
+    )
+    renamed = Neighbors(
+        whole.ref_ids, merged.ref_shards, whole.distances, whole.ref_index, whole.ref_keypoint
+    )
+    assert_same_neighbors(merged, renamed)
+    assert merged.ref_shards == [
+        {r.id: p.stem for p in dataset.shards for r in read_sift_shard(p)}[r]
+        for r in merged.ref_ids
+    ]
+
+
+@pytest.mark.parametrize("hnsw", [False, True])
+def test_ivf_scanning_every_cell_equals_the_exact_search(
+    dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, hnsw: bool
+) -> None:
+    """Stored bytes are the descriptors themselves (8bit_direct): distances are the flat index's
+    integers and ties break the same way, so nprobe = nlist is the exact search."""
+    if hnsw:  # the quantizer of a large nlist, on a small one
+        monkeypatch.setattr(copydetect.local_index, "HNSW_ABOVE", 2)
+    coarse = fit_coarse(dataset.tmp, f"coarse_all_{hnsw}", nlist=8, seed=1)
+    indexes = index_shards(dataset.tmp, coarse, dataset.shards)
+    params = LocalSearchParams(k=2, nprobe=8)
+    assert_same_neighbors(
+        search_group(dataset.queries, indexes, params, coarse),
+        search_group(dataset.queries, dataset.shards, params),
+    )
+
+
+def test_ivf_votes_pick_the_planted_reference(dataset: SimpleNamespace) -> None:
+    coarse = fit_coarse(dataset.tmp, "coarse_votes", nlist=16, seed=2)
+    indexes = index_shards(dataset.tmp, coarse, dataset.shards)
+    nb = search_group(dataset.queries, indexes, LocalSearchParams(nprobe=2), coarse)
+    votes = count_votes(dataset.layout, nb, VoteParams())
+    top = select_candidates(votes, 3, 8).groupby("query_id").head(1)
+    assert top.set_index("query_id")["reference_id"].to_dict() == dataset.planted
+
+
+def test_ivf_refuses_shards_of_another_coarse_index(dataset: SimpleNamespace) -> None:
+    one = fit_coarse(dataset.tmp, "coarse_one", nlist=4, seed=3)
+    other = fit_coarse(dataset.tmp, "coarse_other", nlist=4, seed=4)
+    indexes = index_shards(dataset.tmp, one, dataset.shards[:1])
+    with pytest.raises(ValueError, match="another coarse index"):
+        search_group(dataset.queries, indexes, LocalSearchParams(), other)
+
+
+def test_coarse_fit_is_deterministic(tmp_path: Path) -> None:
+    a, b = fit_coarse(tmp_path, "a", nlist=8), fit_coarse(tmp_path, "b", nlist=8)
+    assert a.read_bytes() == b.read_bytes()
+    assert fit_coarse(tmp_path, "c", nlist=8, seed=1).read_bytes() != a.read_bytes()
+
+
+def test_nlist_follows_the_collection_and_the_training_set(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert [round_pow2(x) for x in (0, 1, 2.9, 3.0, 5.9, 6.0, 1500)] == [1, 1, 4, 4, 8, 8, 2048]
+    assert auto_nlist(100_000, 240, 1000) == 32_768  # 24M descriptors / 1000 = 24k -> 2^15
+    assert auto_nlist(10_000, 240, 1000) == 2048
+    params = LocalIndexParams(nlist="auto", list_length=1000, max_training_descriptors=10**6)
+    # 200 training images of 300 descriptors; 8192 references of about as many.
+    assert choose_nlist(params, 8192, 200, 60_000) == 1024  # 2.46M / 1000 = 2458 -> 2048, capped
+    assert "fit 1024 cells, not 2048" in caplog.text
+    assert choose_nlist(LocalIndexParams(nlist=64), 8192, 200, 60_000) == 64
+    assert choose_nlist(LocalIndexParams(nlist=64), 1, 1, 10) == 1
+
+
+def test_ivf_rule_scripts(tmp_path: Path, dataset: SimpleNamespace) -> None:
+    """fit_local_index -> index_local_shard -> local_search_block, as the workflow runs them."""
+    training = tmp_path / "training.h5"
+    rng = np.random.default_rng(5)
+    write_sift_shard(training, [random_features(rng, f"t{i}", 100) for i in range(20)])
+    index = {**defaults("local.index"), "nlist": "auto", "list_length": 100}
+    coarse = tmp_path / "models" / "coarse.faiss"
+    run_script(
+        "fit_local_index.py",
+        SimpleNamespace(
+            input=SimpleNamespace(features=[str(training)]),
+            output=SimpleNamespace(index=str(coarse)),
+            params=SimpleNamespace(index=index, reference_images=32),
+            log=[str(tmp_path / "fit.log")],
+        ),
+    )
+    assert "32 cells for ~32 references" in (tmp_path / "fit.log").read_text()  # 32×100/100
+    shard_indexes = []
+    for shard in dataset.shards:
+        out = tmp_path / "index" / f"{shard.stem}.h5"
+        run_script(
+            "index_local_shard.py",
+            SimpleNamespace(
+                input=SimpleNamespace(features=str(shard), coarse=str(coarse)),
+                output=SimpleNamespace(index=str(out)),
+                log=[str(tmp_path / f"index_{shard.stem}.log")],
+            ),
+        )
+        shard_indexes.append(str(out))
+    out = tmp_path / "neighbors.h5"
+    run_script(
+        "local_search_block.py",
+        SimpleNamespace(
+            input=SimpleNamespace(
+                queries=str(dataset.queries), references=shard_indexes, coarse=[str(coarse)]
+            ),
+            output=SimpleNamespace(neighbors=str(out)),
+            params=SimpleNamespace(
+                search={"k": 1, "nprobe": 32, "use_gpu": "never"},
+                gpu_lock_dir=str(tmp_path / "locks"),
+            ),
+            log=[str(tmp_path / "search.log")],
+        ),
+    )
+    assert "ivf: 32 cells, 32 scanned" in (tmp_path / "search.log").read_text()
+    exact = search_group(dataset.queries, dataset.shards, LocalSearchParams())
+    assert_same_neighbors(read_neighbors(out), exact)  # every cell scanned: exact

@@ -23,7 +23,11 @@ def main() -> None:
     logging.info(
         "query shard %s, %d reference shards, %s", snakemake.input.queries, len(references), params
     )
-    neighbors = search_group(snakemake.input.queries, references, params)
+    # local.index.type: ivf names the coarse index; flat names none (references are SIFT).
+    coarse = list(snakemake.input.coarse)
+    neighbors = search_group(
+        snakemake.input.queries, references, params, coarse[0] if coarse else None
+    )
     write_neighbors(snakemake.output.neighbors, neighbors)
     logging.info(
         "%d query descriptors, %d references seen, %.1f s, peak RSS %.0f MiB",

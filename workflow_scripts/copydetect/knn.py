@@ -92,15 +92,19 @@ class Searcher:
 
 
 def _search_sorted(
-    searcher: Searcher, x: np.ndarray, width: int, k: int
+    searcher: Searcher, x: np.ndarray, width: int, k: int, cells: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One faiss search of ``width``, as distances (similarities negated) ordered by
-    (distance, row), missing = (inf, -1).
+    (distance, row), missing = (inf, -1). ``cells``: the IVF cells to scan per query row
+    (an IVF index searched with a coarse assignment made once for many shards).
 
     Returns the first k distances and rows, and faiss' own last distance (the bound on every row
     it did not return; inf when it returned fewer than ``width``: nothing is hidden).
     """
-    raw, idx = searcher.index.search(x, width)
+    if cells is None:
+        raw, idx = searcher.index.search(x, width)
+    else:
+        raw, idx = searcher.index.search_preassigned(x, width, cells.astype(np.int64), None)
     idx = idx.astype(np.int64)
     sign = -1 if searcher.descending else 1
     if searcher.rescore is None:
@@ -114,7 +118,12 @@ def _search_sorted(
 
 
 def tie_safe_topk(
-    searcher: Searcher, queries: np.ndarray, k: int, m: int, budget: int = RESULT_BUDGET
+    searcher: Searcher,
+    queries: np.ndarray,
+    k: int,
+    m: int,
+    budget: int = RESULT_BUDGET,
+    cells: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``m`` indexed rows for every query, ties broken by the smaller row.
 
@@ -122,7 +131,8 @@ def tie_safe_topk(
     descending similarities; ±inf = none) and rows int64 [n, k] (-1 = none). A query row whose
     faiss cut-off is within ``searcher.tolerance`` of its k-th score may hide a tie (or a
     rounding swap), so it is searched again 4× wider until it is safe; ``budget`` bounds
-    rows × width of one faiss call.
+    rows × width of one faiss call. ``cells`` (IVF only): each query row's coarse cells [n,
+    nprobe], so every shard of a collection scans the same cells.
     """
     n = len(queries)
     dtype = np.float32 if searcher.rescore is None else np.float64
@@ -133,7 +143,9 @@ def tie_safe_topk(
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
             x = np.ascontiguousarray(queries[batch], dtype=np.float32)
-            d, r, bound = _search_sorted(searcher, x, width, k)
+            d, r, bound = _search_sorted(
+                searcher, x, width, k, None if cells is None else cells[batch]
+            )
             dist[batch, : d.shape[1]], rows[batch, : r.shape[1]] = d, r
             if width < m:  # a row faiss could not fill (IVF) hides nothing more
                 hidden = np.isfinite(bound) & (bound <= dist[batch, k - 1] + searcher.tolerance)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,12 @@ import pandas as pd
 
 from copydetect.atomic import atomic_path
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
+from copydetect.local_index import (
+    file_crc32,
+    read_coarse_index,
+    read_shard_index,
+    read_shard_index_ids,
+)
 from copydetect.params import config_params
 from copydetect.progress import Progress
 from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
@@ -46,7 +52,6 @@ from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_sh
 logger = logging.getLogger(__name__)
 
 DIM = 128
-SEED = 1234  # IVF / PQ k-means seed: the same shard always gets the same index
 QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and the result arrays
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
@@ -70,15 +75,8 @@ class LocalSearchParams:
     """
 
     k: int
-    index: str  # flat (exact) | ivf_flat | ivf_pq (approximate, trained per shard)
-    nlist: int  # IVF cells (capped so k-means gets >= 39 points per cell)
-    nprobe: int  # IVF cells visited per query
-    pq_m: int  # PQ sub-quantizers (must divide 128)
-    use_gpu: str  # auto: GPU when faiss-gpu sees one; never; always
-
-    def __post_init__(self) -> None:
-        if self.index == "ivf_pq" and DIM % self.pq_m:
-            raise ValueError(f"pq_m must divide {DIM}, got {self.pq_m}")
+    nprobe: int  # IVF cells scanned per query descriptor (local.index.type: ivf)
+    use_gpu: str  # auto: GPU when faiss-gpu sees one; never; always (flat index only)
 
 
 @config_params("local.votes")
@@ -163,45 +161,16 @@ def _add_chunked(index: Any, ref: np.ndarray) -> None:
         index.add(np.ascontiguousarray(ref[start : start + ADD_CHUNK], dtype=np.float32))
 
 
-def _train_ivf(ref: np.ndarray, params: LocalSearchParams) -> Any:
-    """A trained, empty CPU IVF index, or None when the shard is too small to train one."""
-    nlist = min(params.nlist, len(ref) // 39)
-    # faiss wants 39 points per centroid: nlist cells, and 256 centroids per PQ sub-quantizer.
-    min_points = 256 * 39 if params.index == "ivf_pq" else 39
-    if len(ref) < min_points:
-        logger.info("%d descriptors are too few to train %s: exact flat", len(ref), params.index)
-        return None
-    quantizer = faiss.IndexFlatL2(DIM)
-    if params.index == "ivf_flat":
-        index = faiss.IndexIVFFlat(quantizer, DIM, nlist)
-    else:
-        index = faiss.IndexIVFPQ(quantizer, DIM, nlist, params.pq_m, 8)
-        index.pq.cp.seed = SEED
-    index.cp.seed = SEED
-    # A seeded subsample bounds the float32 training copy (k-means uses ≤ 256 points/cell).
-    n_train = min(len(ref), max(nlist, 256) * 256)
-    rows = np.sort(np.random.default_rng(SEED).choice(len(ref), n_train, replace=False))
-    index.train(np.ascontiguousarray(ref[rows], dtype=np.float32))
-    index.nprobe = params.nprobe
-    return index
-
-
 def build_searcher(ref: np.ndarray, params: LocalSearchParams) -> Searcher:
-    """Index the uint8 reference descriptors: exact flat by default, IVF on request, on GPU when
-    wanted (float16 storage halves GPU memory and is lossless for 0..255)."""
-    cpu_index = _train_ivf(ref, params) if params.index != "flat" else None
+    """Exact flat index of the uint8 reference descriptors, on GPU when wanted (float16 storage
+    halves GPU memory and is lossless for 0..255)."""
     device = Device.choose(params.use_gpu, "local.search.use_gpu")
-    if not device.is_gpu:
-        index = cpu_index if cpu_index is not None else faiss.IndexFlatL2(DIM)
-    elif cpu_index is None:
+    if device.is_gpu:
         config = faiss.GpuIndexFlatConfig()
         config.useFloat16 = True
         index = faiss.GpuIndexFlatL2(device.resources, DIM, config)
     else:
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = True
-        index = faiss.index_cpu_to_gpu(device.resources, 0, cpu_index, options)
-        index.nprobe = params.nprobe
+        index = faiss.IndexFlatL2(DIM)
     _add_chunked(index, ref)
     return Searcher(index, device.max_k, device=device)
 
@@ -245,63 +214,136 @@ def _stack_descriptors(features: Sequence[SiftFeatures]) -> np.ndarray:
     return np.concatenate([f.descriptors for f in features]).astype(np.uint8).reshape(-1, DIM)
 
 
-def _group_ref_ids(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+def _group_ref_ids(
+    paths: Sequence[str | os.PathLike], read_ids: Callable[[str | os.PathLike], list[str]]
+) -> dict[str, str]:
     """Reference id -> shard name for a group, checking that no id is in two shards (their
     keys would collide)."""
     owner: dict[str, str] = {}
     for path in paths:
-        for ref_id in read_shard_ids(path):
+        for ref_id in read_ids(path):
             if owner.setdefault(ref_id, Path(path).stem) != Path(path).stem:
                 raise ValueError(f"reference {ref_id!r} is in shards {owner[ref_id]} and {path}")
     return owner
 
 
-def _shard_topk(
-    query_desc: np.ndarray,
-    path: str | os.PathLike,
-    rank: Mapping[str, int],
-    params: LocalSearchParams,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of one reference shard with results as global keys (rank of id << 32 | keypoint).
+@dataclass
+class ShardHits:
+    """Top-k rows of one reference shard: rows number the descriptors of ``ids`` (sorted) in
+    order, image i owning rows ``offsets[i]:offsets[i + 1]``."""
+
+    ids: list[str]
+    offsets: np.ndarray  # int64 [n_images + 1]
+    distances: np.ndarray  # float32 [n, k]
+    rows: np.ndarray  # int64 [n, k], -1 = none
+
+
+class FlatShards:
+    """The exact index: each reference SIFT shard is read and indexed whole by the search job."""
+
+    read_ids = staticmethod(read_shard_ids)
+
+    def search(
+        self,
+        query_desc: np.ndarray,
+        path: str | os.PathLike,
+        params: LocalSearchParams,
+        progress: Progress,
+    ) -> ShardHits:
+        features = sorted(read_sift_shard(path), key=lambda f: f.id)
+        counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        ids = [f.id for f in features]
+        ref_desc = _stack_descriptors(features)
+        del features  # the shard as read (keypoints too) need not live alongside the index
+        dist, rows = descriptor_knn(query_desc, ref_desc, params, progress)
+        return ShardHits(ids, offsets, dist, rows)
+
+
+class IvfShards:
+    """The inverted file: shard indexes built once against one coarse quantizer. Each query
+    descriptor's cells are assigned once per job and scanned in every shard."""
+
+    read_ids = staticmethod(read_shard_index_ids)
+
+    def __init__(self, coarse_path: str | os.PathLike, query_desc: np.ndarray, nprobe: int):
+        coarse = read_coarse_index(coarse_path)
+        self.coarse_crc32 = file_crc32(coarse_path)
+        self.nprobe = min(nprobe, coarse.nlist)
+        self.cells = np.empty((len(query_desc), self.nprobe), dtype=np.int32)
+        for start in range(0, len(query_desc), QUERY_CHUNK):
+            chunk = np.ascontiguousarray(query_desc[start : start + QUERY_CHUNK], np.float32)
+            self.cells[start : start + len(chunk)] = coarse.quantizer.search(chunk, self.nprobe)[1]
+        logger.info("ivf: %d cells, %d scanned per query descriptor", coarse.nlist, self.nprobe)
+
+    def search(
+        self,
+        query_desc: np.ndarray,
+        path: str | os.PathLike,
+        params: LocalSearchParams,
+        progress: Progress,
+    ) -> ShardHits:
+        shard = read_shard_index(path)
+        if shard.coarse_crc32 != self.coarse_crc32:
+            raise ValueError(f"{path} was indexed against another coarse index: rebuild it")
+        shard.index.nprobe = self.nprobe
+        searcher, m = Searcher(shard.index), shard.n_descriptors
+        dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
+        rows = np.full((len(query_desc), params.k), -1, dtype=np.int64)
+        for start in range(0, len(query_desc), QUERY_CHUNK):
+            part = slice(start, start + QUERY_CHUNK)
+            chunk = np.ascontiguousarray(query_desc[part], dtype=np.float32)
+            if m:
+                dist[part], rows[part] = tie_safe_topk(
+                    searcher, chunk, params.k, m, TIE_BUDGET, self.cells[part]
+                )
+            progress.advance(len(chunk))
+        return ShardHits(shard.ids, shard.offsets, dist, rows)
+
+
+def _shard_topk(hits: ShardHits, rank: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's top-k with results as global keys (rank of id << 32 | keypoint).
 
     Images are stacked in id order, so a smaller row is a smaller key and the in-shard tie rule
     of :func:`descriptor_knn` agrees with the global one.
     """
-    features = sorted(read_sift_shard(path), key=lambda f: f.id)
-    counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    image_rank = np.array([rank[f.id] for f in features], dtype=np.int64)
-    ref_desc = _stack_descriptors(features)
-    del features  # the shard as read (keypoints too) need not live alongside the index
-    dist, idx = descriptor_knn(query_desc, ref_desc, params, progress)
-    if len(ref_desc) == 0:  # empty shard, or only images without keypoints: nothing found
-        return dist, idx
-    image = np.searchsorted(offsets, np.maximum(idx, 0), side="right") - 1
-    keys = (image_rank[image] << _KP_BITS) | (np.maximum(idx, 0) - offsets[image])
-    return dist, np.where(idx >= 0, keys, -1)
+    if hits.offsets[-1] == 0:  # empty shard, or only images without keypoints: nothing found
+        return hits.distances, hits.rows
+    image_rank = np.array([rank[i] for i in hits.ids], dtype=np.int64)
+    rows = np.maximum(hits.rows, 0)
+    image = np.searchsorted(hits.offsets, rows, side="right") - 1
+    keys = (image_rank[image] << _KP_BITS) | (rows - hits.offsets[image])
+    return hits.distances, np.where(hits.rows >= 0, keys, -1)
 
 
 def search_group(
     query_sift_path: str | os.PathLike,
-    reference_sift_paths: Sequence[str | os.PathLike],
+    reference_paths: Sequence[str | os.PathLike],
     params: LocalSearchParams,
+    coarse_path: str | os.PathLike | None = None,
 ) -> Neighbors:
     """Top-k reference descriptors of every query descriptor over a group of reference shards,
-    searched one shard at a time (memory: query shard + one reference shard)."""
+    searched one shard at a time (memory: query shard + one reference shard).
+
+    Without ``coarse_path`` the references are SIFT shards searched exactly; with it they are
+    shard index files built against that coarse index (:mod:`copydetect.local_index`).
+    """
     query_desc = _stack_descriptors(read_sift_shard(query_sift_path))
-    owner = _group_ref_ids(reference_sift_paths)
+    shards = (
+        FlatShards() if coarse_path is None else IvfShards(coarse_path, query_desc, params.nprobe)
+    )
+    owner = _group_ref_ids(reference_paths, shards.read_ids)
     ref_ids = sorted(owner)
     rank = {ref_id: i for i, ref_id in enumerate(ref_ids)}
     dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
     keys = np.full((len(query_desc), params.k), -1, dtype=np.int64)
-    # Counted in query descriptors searched against one shard: a shard's index is built before
-    # its first block, so the rate includes building.
-    total = len(query_desc) * len(reference_sift_paths)
+    # Counted in query descriptors searched against one shard: a shard's index is built (flat)
+    # or read (ivf) before its first block, so the rate includes that.
+    total = len(query_desc) * len(reference_paths)
     progress = Progress(total, "query descriptors × reference shards", log=logger)
-    for path in reference_sift_paths:
+    for path in reference_paths:
         start = time.perf_counter()
-        dist_s, keys_s = _shard_topk(query_desc, path, rank, params, progress)
+        dist_s, keys_s = _shard_topk(shards.search(query_desc, path, params, progress), rank)
         dist, keys, _ = merge_topk(dist, keys, dist_s, keys_s, params.k)
         logger.info("%s: searched in %.1f s", path, time.perf_counter() - start)
     progress.done()
