@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -266,14 +267,24 @@ def write_reference_shards(real: RealData, args: argparse.Namespace) -> list[Pat
 
 
 def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
-    """The real training images under the 8 dihedral transforms (quantizer training data)."""
+    """The real training images under the 8 dihedral transforms, clean and jittered (quantizer
+    training data: never the references)."""
     path = args.work / "sift" / "training" / "t0000.h5"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([args.seed, 1])
         images = [
-            SiftFeatures(f"{f.id}_{t}", f.keypoints, dihedral(f.descriptors, t), f.image_size)
+            SiftFeatures(
+                f"{f.id}_{t}_{j}",
+                f.keypoints,
+                jitter(dihedral(f.descriptors, t), rng, args.jitter)
+                if j
+                else dihedral(f.descriptors, t),
+                f.image_size,
+            )
             for f in real.training
             for t in range(TRANSFORMS)
+            for j in range(2)  # the clean transform and one jittered copy
         ]
         write_sift_shard(path, sorted(images, key=lambda f: f.id))
     return path
@@ -288,109 +299,166 @@ def descriptor_counts(paths: list[Path]) -> list[int]:
 # --- exact baseline -----------------------------------------------------------------------------
 
 
-def exact_candidates(
-    query_path: Path, truth: dict[str, str], shards: list[Path], checkpoints: list[int], args
-) -> dict:
-    """Exact 1-NN of the sampled queries' descriptors over the shards (faiss ``IndexFlatL2``,
-    one shard at a time, first-seen wins ties), turned into candidates after each checkpoint
-    (a number of shards) by the workflow's own vote and candidate rules."""
-    import faiss
+@dataclass
+class ExactState:
+    """Running exact 1-NN of sampled queries' descriptors (rows in query shard order)."""
 
-    from copydetect.local_search import (
-        CandidateParams,
-        Neighbors,
-        QueryLayout,
-        VoteParams,
-        count_votes,
-        select_candidates,
-    )
+    query_ids: list[str]
+    offsets: np.ndarray  # int64 [n queries + 1]
+    desc: np.ndarray  # uint8 [n, 128]
+    dist: np.ndarray  # float32 [n]: squared L2 to the nearest reference descriptor so far
+    ref_id: np.ndarray  # object [n]: its image ('' = none yet)
+    shard: np.ndarray  # object [n]: its shard name
+    keypoint: np.ndarray  # int64 [n]: its row within the image
+    cpu_s: float = 0.0
 
-    faiss.omp_set_num_threads(args.exact_threads)
-    queries = [f for f in read_sift_shard(query_path) if f.id in truth and len(f.descriptors)]
-    layout = QueryLayout.from_features(queries)
-    qdesc = np.concatenate([f.descriptors for f in queries]).astype(np.float32)
-    best_d = np.full(len(qdesc), np.inf, dtype=np.float32)
-    best_ref = np.full(len(qdesc), -1, dtype=np.int64)  # into ref_ids
-    best_kp = np.full(len(qdesc), -1, dtype=np.int64)
-    ref_ids: list[str] = []
-    ref_shards: list[str] = []
-    local = args.config["local"]
-    votes_params = VoteParams.from_mapping(local["votes"])
-    options = CandidateParams.from_mapping(local["candidates"])
-    out, cpu0, wall0 = {}, time.process_time(), time.perf_counter()
-    for s, path in enumerate(shards):
-        feats = read_sift_shard(path)
-        counts = np.array([len(f.descriptors) for f in feats], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        first = len(ref_ids)
-        ref_ids += [f.id for f in feats]
-        ref_shards += [path.stem] * len(feats)
-        rdesc = np.concatenate([f.descriptors for f in feats])
-        del feats
-        for lo in range(0, len(rdesc), args.exact_chunk):
-            index = faiss.IndexFlatL2(128)
-            index.add(np.ascontiguousarray(rdesc[lo : lo + args.exact_chunk], dtype=np.float32))
-            dist, idx = index.search(qdesc, 1)
-            better = dist[:, 0] < best_d
-            rows = idx[better, 0] + lo
-            image = np.searchsorted(offsets, rows, side="right") - 1
-            best_d[better] = dist[better, 0]
-            best_ref[better] = first + image
-            best_kp[better] = rows - offsets[image]
-        done = s + 1
-        print(
-            f"  exact: shard {done}/{len(shards)}, {time.process_time() - cpu0:.0f} CPU-s, "
-            f"{time.perf_counter() - wall0:.0f} s",
-            flush=True,
+    @classmethod
+    def start(cls, query_path: Path, truth: dict[str, str]) -> ExactState:
+        queries = [f for f in read_sift_shard(query_path) if f.id in truth and len(f.descriptors)]
+        counts = np.array([len(f.descriptors) for f in queries], dtype=np.int64)
+        n = int(counts.sum())
+        return cls(
+            [f.id for f in queries],
+            np.concatenate([[0], np.cumsum(counts)]),
+            np.concatenate([f.descriptors for f in queries]),
+            np.full(n, np.inf, dtype=np.float32),
+            np.full(n, "", dtype=object),
+            np.full(n, "", dtype=object),
+            np.full(n, -1, dtype=np.int64),
         )
-        if done in checkpoints:
-            seen = np.unique(best_ref[best_ref >= 0])
-            compact = np.where(best_ref >= 0, np.searchsorted(seen, best_ref), -1)
-            # ref_ids are not globally sorted across shards: sort the seen ones, keep the map.
-            order = np.argsort([ref_ids[i] for i in seen], kind="stable")
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            neighbors = Neighbors(
-                [ref_ids[seen[i]] for i in order],
-                [ref_shards[seen[i]] for i in order],
-                best_d[:, None].copy(),
-                np.where(compact >= 0, rank[compact], -1)[:, None].astype(np.int32),
-                best_kp[:, None].astype(np.int32),
-            )
-            votes = count_votes(layout, neighbors, votes_params)
-            cands = select_candidates(votes, options.candidates_per_query, options.min_votes)
-            out[done] = {
-                "shards": done,
-                "cpu_s": time.process_time() - cpu0,
-                "recall": candidate_recall(cands, truth),
-                "candidates": cands[["query_id", "reference_id", "votes"]].to_dict("list"),
-            }
-            print(f"  exact at {done} shards: candidate recall {out[done]['recall']:.3f}")
-    return out
+
+    def subset(self, query_ids: set[str]) -> ExactState:
+        """The state of only some of the queries (the rows of those queries)."""
+        keep = [i for i, q in enumerate(self.query_ids) if q in query_ids]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep])
+        counts = np.diff(self.offsets)[keep]
+        return ExactState(
+            [self.query_ids[i] for i in keep],
+            np.concatenate([[0], np.cumsum(counts)]),
+            self.desc[rows],
+            self.dist[rows],
+            self.ref_id[rows],
+            self.shard[rows],
+            self.keypoint[rows],
+            self.cpu_s,
+        )
+
+    def scan(self, shards: list[Path], chunk: int, threads: int) -> None:
+        """Fold the shards' descriptors into the running 1-NN (faiss ``IndexFlatL2``, exact
+        integer distances; a tie keeps the earlier shard and row)."""
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        query = self.desc.astype(np.float32)
+        for path in shards:
+            cpu0 = time.process_time()
+            feats = read_sift_shard(path)
+            counts = np.array([len(f.descriptors) for f in feats], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            ids = np.array([f.id for f in feats], dtype=object)
+            rdesc = np.concatenate([f.descriptors for f in feats])
+            del feats
+            for lo in range(0, len(rdesc), chunk):
+                index = faiss.IndexFlatL2(128)
+                index.add(np.ascontiguousarray(rdesc[lo : lo + chunk], dtype=np.float32))
+                dist, idx = index.search(query, 1)
+                better = dist[:, 0] < self.dist
+                rows = idx[better, 0] + lo
+                image = np.searchsorted(offsets, rows, side="right") - 1
+                self.dist[better] = dist[better, 0]
+                self.ref_id[better] = ids[image]
+                self.shard[better] = path.stem
+                self.keypoint[better] = rows - offsets[image]
+            self.cpu_s += time.process_time() - cpu0
+            print(f"  exact: {path.name}, {self.cpu_s:.0f} CPU-s so far", flush=True)
+
+    def candidates(self, config: dict) -> pd.DataFrame:
+        """Local candidates by the workflow's own ``count_votes`` and ``select_candidates``."""
+        from copydetect.local_search import (
+            CandidateParams,
+            Neighbors,
+            QueryLayout,
+            VoteParams,
+            count_votes,
+            select_candidates,
+        )
+
+        seen = self.ref_id != ""
+        ref_ids, index = np.unique(self.ref_id[seen].astype(str), return_inverse=True)
+        ref_index = np.full(len(self.dist), -1, dtype=np.int32)
+        ref_index[seen] = index
+        shard_of = dict(zip(self.ref_id[seen], self.shard[seen], strict=True))
+        neighbors = Neighbors(
+            list(ref_ids),
+            [shard_of[r] for r in ref_ids],
+            self.dist[:, None].copy(),
+            ref_index[:, None],
+            np.where(seen, self.keypoint, -1)[:, None].astype(np.int32),
+        )
+        layout = QueryLayout(self.query_ids, self.offsets)
+        local = config["local"]
+        votes = count_votes(layout, neighbors, VoteParams.from_mapping(local["votes"]))
+        options = CandidateParams.from_mapping(local["candidates"])
+        return select_candidates(votes, options.candidates_per_query, options.min_votes)
 
 
-def exact_baseline(real: RealData, shards: list[Path], args: argparse.Namespace) -> dict:
-    """The exact baseline, cached in ``exact.json`` keyed by what it depends on."""
+@dataclass
+class ExactResult:
+    """Exact candidate recall of a sample of true pairs at one size."""
+
+    n_refs: int
+    truth: dict[str, str]
+    recall: float
+    cpu_s: float  # exact scan CPU of this sample up to this size
+
+
+def exact_baseline(real: RealData, shards: list[Path], args: argparse.Namespace) -> list:
+    """Exact candidate recall: ``--exact-queries`` sampled true pairs at the small size, the
+    first ``--exact-queries-large`` of them carried on to the large size (cached per stage)."""
+    small_n, large_n = args.sizes
     truth = sample_truth(real.ground_truth, args.exact_queries)
-    checkpoints = [n // args.shard_size for n in args.sizes]
+    truth_l = sample_truth(real.ground_truth, args.exact_queries_large)
+    truth_l = {q: r for q, r in truth_l.items() if truth.get(q) == r}  # a sub-sample
     key = {
-        "truth": truth,
-        "shards": [p.name for p in shards[: max(checkpoints)]],
+        "shards": [p.name for p in shards[: large_n // args.shard_size]],
         "jitter": args.jitter,
         "seed": args.seed,
-        "shard_size": args.shard_size,
         "local": args.config["local"]["votes"] | args.config["local"]["candidates"],
     }
     cache = args.work / "exact.json"
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        if saved["key"] == key:
-            return {int(k): v for k, v in saved["at"].items()}
-    at = exact_candidates(
-        args.sift / "queries" / "s0000.h5", truth, shards[: max(checkpoints)], checkpoints, args
-    )
-    cache.write_text(json.dumps({"key": key, "at": at}))
-    return at
+    saved = json.loads(cache.read_text()) if cache.exists() else {}
+    stages = [(small_n, truth), (small_n, truth_l), (large_n, truth_l)]
+    if args.large_shards:  # no full ivf run at the large size to compare with
+        stages = stages[:1]
+    results: list[ExactResult] = []
+    state = None
+    for n, sample in stages:
+        tag = f"{n}:{len(sample)}"
+        hit = saved.get(tag)
+        if hit and hit["key"] == key and hit["truth"] == sample:
+            results.append(ExactResult(n, sample, hit["recall"], hit["cpu_s"]))
+            state = None  # a later uncached stage restarts its scan from the first shard
+            continue
+        if state is None or set(state.query_ids) - set(sample):
+            if state is not None:
+                state = state.subset(set(sample))
+            else:
+                state = ExactState.start(args.sift / "queries" / "s0000.h5", sample)
+                state.scan(
+                    shards[: small_n // args.shard_size], args.exact_chunk, args.exact_threads
+                )
+        if n > small_n:
+            state.scan(
+                shards[small_n // args.shard_size : n // args.shard_size],
+                args.exact_chunk,
+                args.exact_threads,
+            )
+        recall = candidate_recall(state.candidates(args.config), sample)
+        print(f"  exact at {n:,}, {len(sample)} pairs: candidate recall {recall:.3f}", flush=True)
+        results.append(ExactResult(n, sample, recall, state.cpu_s))
+        saved[tag] = {"key": key, "truth": sample, "recall": recall, "cpu_s": state.cpu_s}
+        cache.write_text(json.dumps(saved))
+    return results
 
 
 # --- rule jobs ----------------------------------------------------------------------------------
@@ -409,30 +477,52 @@ class JobRun:
     query_descriptors: int = 0
 
 
-def run_job(name: str, n_refs: int, script: str, args: argparse.Namespace, **spec) -> JobRun:
-    """Run ``workflow_scripts/<script>`` in a child (``--job``), as Snakemake would: CPU from
-    ``getrusage(RUSAGE_CHILDREN)`` around it, peak RSS from the child's VmHWM."""
-    tag = f"{name}_{n_refs}"
+def run_job(
+    name: str, n_refs: int, script: str, args: argparse.Namespace, tag: str = "", **spec
+) -> JobRun:
+    """Run ``workflow_scripts/<script>`` in a child (``--job``), as Snakemake would: CPU (user +
+    system, imports included) and peak RSS (VmHWM) reported by the child. A job measured
+    before with the same spec (and outputs still there) is not rerun unless ``--fresh``."""
+    tag = tag or f"{name}_{n_refs}"
     spec_path = args.work / "jobs" / f"{tag}.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec.update(script=script, log=str(args.work / "jobs" / f"{tag}.log"))
     spec.setdefault("threads", args.threads)
+    done = spec_path.with_suffix(".done.json")
+    if not args.fresh and done.exists():  # measured before with the same spec: reuse
+        saved = json.loads(done.read_text())
+        if saved["spec"] == spec and all(Path(p).exists() for p in outputs(spec)):
+            print(f"  {tag}: measured before ({saved['run']['cpu_s']:.1f} CPU-s)", flush=True)
+            return JobRun(**saved["run"])
     spec_path.write_text(json.dumps(spec, indent=1))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--job", str(spec_path)], capture_output=True, text=True
     )
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         log = Path(spec["log"]).read_text() if Path(spec["log"]).exists() else ""
-        sys.exit(f"{tag} failed:\n{proc.stderr[-3000:]}\n{log[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    peak = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS")]
-    run = JobRun(name, n_refs, cpu, wall, float(peak[-1]))
-    print(f"  {tag}: {cpu:.1f} CPU-s, {wall:.1f} s, peak RSS {run.rss_mib:.0f} MiB", flush=True)
+        raise RuntimeError(f"{tag} failed:\n{proc.stderr[-3000:]}\n{log[-3000:]}")
+    # Reported by the child itself (getrusage(RUSAGE_SELF) after the script): jobs may run
+    # side by side (--workers), so the parent's RUSAGE_CHILDREN would mix them.
+    said = {
+        key: float(value)
+        for key, value in (
+            line.split() for line in proc.stdout.splitlines() if line.count(" ") == 1
+        )
+        if key in ("CPU_S", "PEAK_RSS_MIB")
+    }
+    run = JobRun(name, n_refs, said["CPU_S"], wall, said["PEAK_RSS_MIB"])
+    print(
+        f"  {tag}: {run.cpu_s:.1f} CPU-s, {wall:.1f} s, peak RSS {run.rss_mib:.0f} MiB", flush=True
+    )
+    done.write_text(json.dumps({"spec": spec, "run": asdict(run)}))
     return run
+
+
+def outputs(spec: dict) -> list[str]:
+    """The output paths of a job spec."""
+    return [p for v in spec["output"].values() for p in ([v] if isinstance(v, str) else v)]
 
 
 def pow2(n: int) -> int:
@@ -440,24 +530,23 @@ def pow2(n: int) -> int:
     return 1 << max(0, round(math.log2(max(n, 1))))
 
 
-def index_params(args: argparse.Namespace, n_refs: int) -> dict:
-    """The default ``local.index`` mapping, with the benchmark's overrides (``--nlist``,
-    ``--iterations``, ``--max-training``) when given."""
-    params = dict(args.config["local"]["index"])
-    if args.nlist.get(n_refs):
-        params["nlist"] = args.nlist[n_refs]
-    if args.iterations:
-        params["iterations"] = args.iterations
-    if args.max_training:
-        params["max_training_descriptors"] = args.max_training
-    return params
+@dataclass(frozen=True)
+class Variant:
+    """One measured setting: a label, a reference-set size and overrides of ``local.index``."""
+
+    label: str
+    n_refs: int
+    overrides: tuple[tuple[str, int], ...] = ()
+
+    def index_params(self, config: dict) -> dict:
+        return dict(config["local"]["index"]) | dict(self.overrides)
 
 
 @dataclass
 class SizeRuns:
-    """Every job of one reference-set size."""
+    """Every job of one variant."""
 
-    n_refs: int
+    variant: Variant
     fit: JobRun
     index: list[JobRun]
     search: list[JobRun]
@@ -465,60 +554,125 @@ class SizeRuns:
     extra_search: list[JobRun]  # for the cost model only (not part of a workflow run)
     nlist: int = 0
     candidates_path: Path | None = None
+    total_shards: int = 0  # of the set; more than len(index) when only a prefix was run
 
-    def query_side_cpu(self) -> float:
-        return sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
+    @property
+    def n_refs(self) -> int:
+        return self.variant.n_refs
+
+    @property
+    def complete(self) -> bool:
+        return len(self.index) == self.total_shards
+
+    def group_sizes(self, group: int) -> list[int]:
+        return [min(group, self.total_shards - g) for g in range(0, self.total_shards, group)]
+
+    def query_side_cpu(self, group: int) -> float:
+        """Measured, or when only a prefix of the shards was run, the search cost model over
+        the set's groups plus the measured ``local_candidates``."""
+        if self.complete:
+            return sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
+        m = search_cost_model([*self.search, *self.extra_search])
+        q = self.search[0].query_descriptors
+        return self.candidates.cpu_s + sum(
+            m["overhead"] + m["per_shard"] * s + m["per_qdesc"] * q + m["per_qdesc_shard"] * q * s
+            for s in self.group_sizes(group)
+        )
+
+
+def variant_nlist(variant: Variant, training: Path, args: argparse.Namespace) -> int:
+    """The nlist ``fit_local_index`` will choose (its own ``choose_nlist``), known beforehand so
+    that sizes with the same coarse quantizer share its fit and shard indexes."""
+    from copydetect.local_index import LocalIndexParams, choose_nlist
+    from copydetect.shards import read_shard_ids
+
+    params = LocalIndexParams.from_mapping(variant.index_params(args.config))
+    images, total = len(read_shard_ids(training)), sum(descriptor_counts([training]))
+    return choose_nlist(params, pow2(variant.n_refs), images, total)
 
 
 def measure_size(
-    n_refs: int, shards: list[Path], training: Path, queries: Path, args: argparse.Namespace
+    variant: Variant, shards: list[Path], training: Path, queries: Path, args: argparse.Namespace
 ) -> SizeRuns:
-    """fit, index every shard, search every group, merge into candidates: one size."""
-    folder = args.work / f"ivf_{n_refs}"
+    """fit, index every shard, search every group, merge into candidates: one variant. The fit
+    and shard indexes are shared by sizes whose coarse quantizer is the same (same index
+    parameters and nlist: deterministic, so identical files)."""
+    n_refs, label = variant.n_refs, variant.label
+    nlist = variant_nlist(variant, training, args)
+    folder = args.work / f"ivf_{label}_nlist{nlist}"
     folder.mkdir(parents=True, exist_ok=True)
-    shards = shards[: n_refs // args.shard_size]
-    params = index_params(args, n_refs)
+    total_shards = n_refs // args.shard_size
+    partial_run = args.large_shards and n_refs == max(args.sizes)
+    shards = shards[: min(total_shards, args.large_shards) if partial_run else total_shards]
+    params = variant.index_params(args.config)
     coarse = folder / "coarse.faiss"
-    print(f"|R| = {n_refs:,}: fit_local_index ({params})", flush=True)
+    # The smallest size with this coarse quantizer fits it (the same file for the others).
+    fit_images = min(
+        pow2(n)
+        for n in args.sizes
+        if variant_nlist(Variant(label, n, variant.overrides), training, args) == nlist
+    )
+    print(f"{label}, |R| = {n_refs:,}, nlist {nlist}: fit_local_index ({params})", flush=True)
     fit = run_job(
         "fit_local_index",
         n_refs,
         "fit_local_index.py",
         args,
+        tag=f"{label}_nlist{nlist}.fit_local_index",
         input={"features": [str(training)]},
         output={"index": str(coarse)},
-        params={"index": params, "reference_images": pow2(n_refs)},
+        params={"index": params, "reference_images": fit_images},
     )
-    index_files, index_runs = [], []
-    for path in shards:
-        out = folder / "index" / path.name
-        index_files.append(out)
-        index_runs.append(
-            run_job(
-                f"index_local_shard_{path.stem}",
+    index_files = [folder / "index" / path.name for path in shards]
+    index_runs = parallel(
+        [
+            partial(
+                run_job,
+                "index_local_shard",
                 n_refs,
                 "index_local_shard.py",
                 args,
-                input={"features": str(path), "index": str(coarse)},
+                tag=f"{label}_nlist{nlist}.index_local_shard_{path.stem}",
+                input={"features": str(path), "coarse": str(coarse)},
                 output={"index": str(out)},
-                params={"index": params},
+                params={},
             )
-        )
+            for path, out in zip(shards, index_files, strict=True)
+        ],
+        args.workers,
+    )
     group = args.config["local"]["reference_shards_per_job"]
     qdesc = sum(descriptor_counts([queries]))
-    search, neighbor_files = [], []
-    for g in range(0, len(index_files), group):
-        files = index_files[g : g + group]
-        run = search_job(f"local_search_g{g // group:03d}", n_refs, queries, files, params, args)
-        run.shards, run.query_descriptors = len(files), qdesc
-        search.append(run)
-        neighbor_files.append(folder / "out" / f"{run.name}.h5")
-    out = folder / "out" / "candidates"
+    names = [
+        f"{label}_{n_refs}.local_search_g{g // group:03d}"
+        for g in range(0, len(index_files), group)
+    ]
+    search = parallel(
+        [
+            partial(
+                search_job,
+                name,
+                n_refs,
+                queries,
+                index_files[i * group : (i + 1) * group],
+                coarse,
+                args,
+            )
+            for i, name in enumerate(names)
+        ],
+        args.workers,
+    )
+    for i, run in enumerate(search):
+        run.shards = len(index_files[i * group : (i + 1) * group])
+        run.query_descriptors = qdesc
+    neighbor_files = [folder / "out" / f"{name}.h5" for name in names]
+    out = folder / "out" / f"candidates_{n_refs}"
     candidates = run_job(
         "local_candidates",
         n_refs,
         "local_candidates.py",
         args,
+        tag=f"{label}_{n_refs}.local_candidates",
         input={"queries": str(queries), "neighbors": [str(p) for p in neighbor_files]},
         output={"votes": f"{out}.votes.csv", "candidates": f"{out}.csv"},
         params={
@@ -529,36 +683,60 @@ def measure_size(
     )
     candidates.shards, candidates.query_descriptors = len(neighbor_files), qdesc
     extra = []
-    if n_refs == max(args.sizes):  # the cost model's extra points: tiny queries, 1 shard
+    if n_refs == max(args.sizes):  # the cost model's extra points: 4 queries, 1 shard
         tiny = args.work / "q_tiny.h5"
-        write_sift_shard(tiny, read_sift_shard(queries)[:4])
+        if not tiny.exists():
+            write_sift_shard(tiny, read_sift_shard(queries)[:4])
         tq = sum(descriptor_counts([tiny]))
         for files in (index_files[:1], index_files[:group]):
-            run = search_job(f"local_search_tiny_{len(files)}", n_refs, tiny, files, params, args)
+            name = f"{label}_{n_refs}.local_search_tiny_{len(files)}"
+            run = search_job(name, n_refs, tiny, files, coarse, args)
             run.shards, run.query_descriptors = len(files), tq
             extra.append(run)
-        run = search_job("local_search_one", n_refs, queries, index_files[:1], params, args)
+        name = f"{label}_{n_refs}.local_search_one"
+        run = search_job(name, n_refs, queries, index_files[:1], coarse, args)
         run.shards, run.query_descriptors = 1, qdesc
         extra.append(run)
     return SizeRuns(
-        n_refs, fit, index_runs, search, candidates, extra, read_nlist(coarse), Path(f"{out}.csv")
+        variant,
+        fit,
+        index_runs,
+        search,
+        candidates,
+        extra,
+        read_nlist(coarse),
+        Path(f"{out}.csv"),
+        total_shards,
     )
 
 
+def parallel(jobs: list, workers: int) -> list:
+    """Run zero-argument callables (each starting one child job) ``workers`` at a time, results
+    in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
 def search_job(
-    name: str, n_refs: int, queries: Path, files: list[Path], params: dict, args
+    name: str, n_refs: int, queries: Path, files: list[Path], coarse: Path, args
 ) -> JobRun:
-    out = args.work / f"ivf_{n_refs}" / "out" / f"{name}.h5"
+    out = coarse.parent / "out" / f"{name}.h5"
     return run_job(
-        name,
+        "local_search",
         n_refs,
         "local_search_block.py",
         args,
-        input={"queries": str(queries), "references": [str(p) for p in files]},
+        tag=name,
+        input={
+            "queries": str(queries),
+            "references": [str(p) for p in files],
+            "coarse": [str(coarse)],
+        },
         output={"neighbors": str(out)},
         params={
             "search": args.config["local"]["search"],
-            "index": params,
             "gpu_lock_dir": str(args.work / "locks"),
         },
     )
@@ -582,46 +760,65 @@ def search_cost_model(runs: list[JobRun]) -> dict[str, float]:
 
 # --- 1M plan ------------------------------------------------------------------------------------
 
+PLAN_REFS, PLAN_QUERIES, PLAN_PER_IMAGE = 1_000_000, 50_000, 600  # as the 51,636 estimate
 
-def plan_1m(large: SizeRuns, shard_descriptors: int, args: argparse.Namespace) -> Plan:
-    """The 1M × 50k plan from the largest size's measured jobs (see the report for the model)."""
+
+def plan_nlist(training: Path, args: argparse.Namespace) -> int:
+    """nlist the default config gives at 1M references with this benchmark's training set."""
+    from copydetect.local_index import LocalIndexParams, choose_nlist
+    from copydetect.shards import read_shard_ids
+
+    params = LocalIndexParams.from_mapping(args.config["local"]["index"])
+    images = len(read_shard_ids(training))
+    return choose_nlist(params, pow2(PLAN_REFS), images, sum(descriptor_counts([training])))
+
+
+def plan_1m(large: SizeRuns, small: SizeRuns, ref_per_image: float, args) -> Plan:
+    """The 1M × 50k plan with the default config, from the large default run's jobs: at a fixed
+    nlist a shard's share of each probed cell grows with its descriptors, so the per-shard
+    terms scale by 600 / the measured descriptors per reference image."""
     model = search_cost_model([*large.search, *large.extra_search])
-    cand = [large.candidates, args.small_candidates]
-    # local_candidates: cpu = o + c · (query descriptors × neighbour files), two points.
-    x = np.array([[1, r.query_descriptors * r.shards] for r in cand], dtype=float)
-    o, c = np.linalg.solve(x, [r.cpu_s for r in cand]) if x[0, 1] != x[1, 1] else (0, 0)
+    density = PLAN_PER_IMAGE / ref_per_image
+    cand = [large.candidates, small.candidates]
+    x = np.array([[1.0, r.query_descriptors * r.shards] for r in cand])
+    y = np.array([r.cpu_s for r in cand])
+    if np.linalg.matrix_rank(x) < 2:  # one point: all of it proportional (pessimistic)
+        o, c = 0.0, float(y.mean() / max(x[:, 1].mean(), 1.0))
+    else:
+        o, c = np.linalg.lstsq(x, y, rcond=None)[0]
     index_cpu = sum(r.cpu_s for r in large.index)
+    group = args.config["local"]["reference_shards_per_job"]
     return Plan(
-        references=1_000_000,
-        ref_per_image=600,
-        queries=50_000,
-        query_per_image=600,
+        references=PLAN_REFS,
+        ref_per_image=PLAN_PER_IMAGE,
+        queries=PLAN_QUERIES,
+        query_per_image=PLAN_PER_IMAGE,
         shard_size=args.shard_size,
         query_shard_size=args.config["sharding"]["queries"]["shard_size"],
-        group=args.config["local"]["reference_shards_per_job"],
-        fit_cpu_s=large.fit.cpu_s * args.nlist_1m / large.nlist,
-        index_cpu_s_per_descriptor=index_cpu / shard_descriptors,
-        search_cpu_s_per_qdesc_shard=max(model["per_qdesc_shard"], 0.0),
-        search_cpu_s_per_qdesc=max(model["per_qdesc"], 0.0)
-        * math.log2(args.nlist_1m)
-        / math.log2(large.nlist),
+        group=group,
+        fit_cpu_s=large.fit.cpu_s,
+        index_cpu_s_per_descriptor=index_cpu / args.ref_descriptors,
+        search_cpu_s_per_qdesc_shard=max(model["per_qdesc_shard"], 0.0) * density,
+        search_cpu_s_per_qdesc=max(model["per_qdesc"], 0.0),
         search_job_overhead_s=max(model["overhead"], 0.0)
-        + max(model["per_shard"], 0.0) * args.config["local"]["reference_shards_per_job"],
-        candidates_cpu_s_per_qdesc_group=max(c, 0.0),
-        candidates_job_overhead_s=max(o, 0.0),
+        + max(model["per_shard"], 0.0) * density * group,
+        candidates_cpu_s_per_qdesc_group=max(float(c), 0.0),
+        candidates_job_overhead_s=max(float(o), 0.0),
     )
 
 
-def search_rss_at(large: SizeRuns, qcount: int, args: argparse.Namespace) -> float:
-    """Peak RSS of a 1M ``local_search`` job: the largest measured one plus the query side's
-    growth to a full query shard of 600-descriptor images, at the MiB per query descriptor
-    measured between the one-shard jobs with the full and the 4-query shard."""
+def search_rss_at(large: SizeRuns, qcount: int, ref_per_image: float, args) -> float:
+    """Peak RSS of a 1M ``local_search`` job: the largest measured one, plus the query side's
+    growth to a full query shard of 600-descriptor images (MiB per query descriptor measured
+    between the one-shard jobs with the full and the 4-query shard), plus a shard of 600-
+    descriptor images (its serialized and its loaded index side by side: 2 × 128 B each)."""
     tiny, one = large.extra_search[0], large.extra_search[2]
     per_qdesc = (one.rss_mib - tiny.rss_mib) / max(
         one.query_descriptors - tiny.query_descriptors, 1
     )
-    target = args.config["sharding"]["queries"]["shard_size"] * 600
-    return max(r.rss_mib for r in large.search) + per_qdesc * max(target - qcount, 0)
+    target = args.config["sharding"]["queries"]["shard_size"] * PLAN_PER_IMAGE
+    shard_growth = 2 * 128 * args.shard_size * max(PLAN_PER_IMAGE - ref_per_image, 0) / 2**20
+    return max(r.rss_mib for r in large.search) + per_qdesc * max(target - qcount, 0) + shard_growth
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -636,177 +833,234 @@ def job_row(label: str, runs: list[JobRun]) -> str:
     )
 
 
-def report(sizes: list[SizeRuns], exact: dict, recall: dict, plan: Plan, args, info) -> str:
-    small, large = sizes
+def describe(v: Variant) -> str:
+    return "default" if not v.overrides else ", ".join(f"{k}: {x:,}" for k, x in v.overrides)
+
+
+def report(
+    runs: list[SizeRuns], exact: list[ExactResult], recall: dict, plan: Plan, args, info
+) -> str:
+    small, large = runs[0], runs[1]
     n_queries = info["queries"]
-    per_query = {s.n_refs: s.query_side_cpu() / n_queries for s in sizes}
-    ratio = per_query[large.n_refs] / per_query[small.n_refs]
-    rss = {s.n_refs: max(r.rss_mib for r in [*s.search, s.candidates]) for s in sizes}
-    search_rss = {s.n_refs: max(r.rss_mib for r in s.search) for s in sizes}
-    index_rss = {s.n_refs: max(r.rss_mib for r in s.index) for s in sizes}
+    group = args.config["local"]["reference_shards_per_job"]
+    per_query = [r.query_side_cpu(group) / n_queries for r in runs]
+    side_rss = [max(j.rss_mib for j in [*r.search, r.candidates]) for r in runs]
     model = search_cost_model([*large.search, *large.extra_search])
     hours = plan.cpu_hours()
     total_h = sum(hours.values())
-    cmd = "`.venv/bin/python benchmarks/local_scale.py" + (" --quick`" if args.quick else "`")
-    overrides = ", ".join(f"{k}: {v}" for k, v in info["overrides"].items()) or "none"
+    local = args.config["local"]
+    cmd = "`.venv/bin/python benchmarks/local_scale.py" + (" --quick" if args.quick else "")
+    cmd += "".join(f" --scaled {n}" for n in args.scaled) + "`"
     lines = [
         HEADING,
         "",
         f"{datetime.date.today()}, {platform.node()}, {cpu_model()}, {os.cpu_count()} cores "
         f"(shared with other work), faiss CPU, jobs with {args.threads} threads. Total run "
-        f"{info['total_s'] / 60:.0f} min. Command: {cmd} (real SIFT of the 500-reference "
-        "benchmark via `--sift`, `--ground-truth`).",
+        f"{info['total_s'] / 60:.0f} min. Command: {cmd} with `--sift` and `--ground-truth` "
+        "pointing at the 500-reference benchmark's SIFT shards and ground truth.",
         "",
-        f"Data (see the script's docstring): reference shards of {args.shard_size:,} images, "
-        f"{large.n_refs // args.shard_size} shards at {large.n_refs:,} references, the "
-        f"{small.n_refs:,} set being its first {small.n_refs // args.shard_size}; the 500 real "
-        f"references (mean {info['real_per_image']:.0f} descriptors) are spread over those, "
-        f"the rest is padding: {info['n_bases']} real base images (training images and "
-        "distractor queries) × 8 dihedral transforms × jitter variants (70–100 % of the "
-        f"keypoints, Gaussian noise σ = {args.jitter:g} per byte on RootSIFT rows of norm 255, "
-        f"where unrelated nearest neighbours lie ≈ 98 apart); {info['ref_descriptors']:,} "
-        f"reference descriptors at {large.n_refs:,} (mean {info['ref_per_image']:.0f} per "
-        f"image). Queries: the benchmark's real query shard, {n_queries} queries (300 true "
-        f"copies, 200 distractors), {info['query_descriptors']:,} descriptors; one view (the "
-        "mirrored view doubles the query side). Coarse quantizer fitted on the real training "
-        f"images × 8 dihedral transforms ({info['training_descriptors']:,} descriptors, "
-        f"never the references). Config: default `local` (index {info['index']}); "
-        f"benchmark overrides: {overrides}.",
+        f"Data (the script's docstring has the details): reference shards of "
+        f"{args.shard_size:,} images, {large.n_refs // args.shard_size} at "
+        f"{large.n_refs:,} references, the {small.n_refs:,} set being the first "
+        f"{small.n_refs // args.shard_size}. The 500 real references (mean "
+        f"{info['real_per_image']:.0f} descriptors) are spread over those; the rest is "
+        f"padding made of {info['n_bases']} real images that are neither references nor copies "
+        "(the training images, the distractor queries) × the 8 dihedral transforms of the "
+        "SIFT grid × jittered variants (a random 70–100 % of the keypoints, Gaussian noise "
+        f"σ = {args.jitter:g} per byte on RootSIFT rows of norm 255; unrelated nearest "
+        f"neighbours lie ≈ 98 apart), each padding image one whole real image transformed. "
+        f"{args.ref_descriptors:,} reference descriptors at {large.n_refs:,} (mean "
+        f"{info['ref_per_image']:.0f} per image). Queries: the benchmark's real query shard, "
+        f"{n_queries} queries (300 true copies, 200 distractors), "
+        f"{info['query_descriptors']:,} descriptors, one view (the mirrored view doubles the "
+        "query side). The coarse quantizer is fitted on the training images × 8 transforms, "
+        f"clean and jittered ({info['training_descriptors']:,} descriptors, never the "
+        f"references). Config: default `local` (k {local['search']['k']}, nprobe "
+        f"{local['search']['nprobe']}, `local.index` {dict(local['index'])}) unless a row says "
+        "otherwise.",
         "",
-        "| |R| | nlist | job | jobs | CPU-s per job | CPU-s total | max wall s | "
+        "| local.index | |R| | nlist | job | jobs | CPU-s per job | CPU-s total | max wall s | "
         "max peak RSS MiB |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for s in sizes:
-        for label, runs in (
-            ("`fit_local_index`", [s.fit]),
-            ("`index_local_shard`", s.index),
-            ("`local_search`", s.search),
-            ("`local_candidates`", [s.candidates]),
+    for r in runs:
+        head = f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} "
+        for label, jobs in (
+            ("`fit_local_index`", [r.fit]),
+            ("`index_local_shard`", r.index),
+            ("`local_search`", r.search),
+            ("`local_candidates`", [r.candidates]),
         ):
-            lines.append(f"| {s.n_refs:,} | {s.nlist:,} " + job_row(label, runs))
+            lines.append(head + job_row(label, jobs))
     lines += [
         "",
-        "Query side (`local_search` + `local_candidates`, every job's CPU including its "
-        "interpreter start and imports):",
+        "Query side (`local_search` + `local_candidates` of one query shard over the whole "
+        "set; each job's CPU includes its interpreter start and imports), and candidate recall "
+        f"(the true reference among the local candidates: ≥ {local['candidates']['min_votes']} "
+        f"votes and rank ≤ {local['candidates']['candidates_per_query']}):",
         "",
-        "| |R| | CPU-s per query | peak RSS of a search job MiB | candidate recall, ivf "
-        f"({recall['n_sample']} sampled true pairs) | exact flat (same pairs) | ivf, all "
+        "| local.index | |R| | nlist | CPU-s per query | peak RSS per job MiB | candidate "
+        "recall ivf vs exact flat, sampled true pairs | ivf, all "
         f"{recall['n_all']} true pairs |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
-    for s in sizes:
+    for i, r in enumerate(runs):
+        if not r.complete:
+            lines.append(
+                f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} | {per_query[i]:.3f} "
+                f"(model) | {side_rss[i]:.0f} | not measured ({len(r.index)} of "
+                f"{r.total_shards} shards run) | — |"
+            )
+            continue
+        pairs = "; ".join(
+            f"{ivf:.3f} vs {e.recall:.3f} ({len(e.truth)} pairs)"
+            for e, ivf in zip(exact, recall["ivf_exact_pairs"][i], strict=True)
+            if e.n_refs == r.n_refs
+        )
         lines.append(
-            f"| {s.n_refs:,} | {per_query[s.n_refs]:.3f} | {search_rss[s.n_refs]:.0f} | "
-            f"{recall['ivf_sample'][s.n_refs]:.3f} | {recall['exact'][s.n_refs]:.3f} | "
-            f"{recall['ivf_all'][s.n_refs]:.3f} |"
+            f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} | {per_query[i]:.3f} | "
+            f"{side_rss[i]:.0f} | {pairs} | {recall['ivf_all'][i]:.3f} |"
         )
-    verdict = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
-    rss_ratio = rss[large.n_refs] / rss[small.n_refs]
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    def gaps(i: int) -> str:
+        return ", ".join(
+            f"{(ivf - e.recall) * 100:+.1f} points on {len(e.truth)} pairs"
+            for e, ivf in zip(exact, recall["ivf_exact_pairs"][i], strict=True)
+            if e.n_refs == runs[i].n_refs
+        )
+
+    lines.append("")
+    for i, r in enumerate(runs[1:], start=1):
+        ratio, rss_ratio = per_query[i] / per_query[0], side_rss[i] / side_rss[0]
+        lines.append(
+            f"- {describe(r.variant)} at {r.n_refs:,} (nlist {r.nlist:,}) vs default at "
+            f"{small.n_refs:,} (nlist {small.nlist:,}): CPU per query **{ratio:.2f}×** for "
+            f"{r.n_refs // small.n_refs}× references (target ≤ 3: {verdict(ratio <= 3)}); peak "
+            f"RSS per query-side job **{rss_ratio:.2f}×** ({side_rss[0]:.0f} → "
+            f"{side_rss[i]:.0f} MiB; target ≤ 1.2: {verdict(rss_ratio <= 1.2)}); "
+            f"`index_local_shard` {max(j.rss_mib for j in small.index):.0f} → "
+            f"{max(j.rss_mib for j in r.index):.0f} MiB"
+            + (f"; candidate recall ivf − exact: {gaps(i)}." if r.complete else ".")
+        )
     lines += [
-        "",
-        f"- CPU per query at {large.n_refs:,} vs {small.n_refs:,} references: **{ratio:.2f}×** "
-        f"for 10× references (target ≤ 3: {verdict(ratio <= 3)}).",
-        f"- Peak RSS per query-side job: **{rss_ratio:.2f}×** (max over `local_search` and "
-        f"`local_candidates`: {rss[small.n_refs]:.0f} → {rss[large.n_refs]:.0f} MiB; target ≤ "
-        f"1.2: {verdict(rss_ratio <= 1.2)}); `index_local_shard` {index_rss[small.n_refs]:.0f} "
-        f"→ {index_rss[large.n_refs]:.0f} MiB; `fit_local_index` {small.fit.rss_mib:.0f} → "
-        f"{large.fit.rss_mib:.0f} MiB (one job per run).",
-        f"- Candidate recall (true reference among the local candidates: ≥ "
-        f"{args.config['local']['candidates']['min_votes']} votes and rank ≤ "
-        f"{args.config['local']['candidates']['candidates_per_query']}), ivf − exact on the "
-        f"same {recall['n_sample']} pairs: "
-        + ", ".join(
-            f"{(recall['ivf_sample'][n] - recall['exact'][n]) * 100:+.1f} points at {n:,}"
-            for n in (small.n_refs, large.n_refs)
-        )
-        + f" (exact flat: {exact[large.n_refs // args.shard_size]['cpu_s']:.0f} CPU-s for "
-        f"those {recall['n_sample']} queries at {large.n_refs:,}, one thread).",
+        f"- At {small.n_refs:,}: candidate recall ivf − exact {gaps(0)}. The exact scan cost "
+        f"{exact[-1].cpu_s:.0f} CPU-s for {len(exact[-1].truth)} queries at "
+        f"{exact[-1].n_refs:,} (one thread), hence the samples.",
+        f"- Why the default does not stay flat: `max_training_descriptors` "
+        f"{local['index']['max_training_descriptors']:,} caps nlist at the largest power of "
+        f"two ≤ {local['index']['max_training_descriptors']:,} / 39 = "
+        f"{info['capped_nlist']:,} (faiss' 39 training points per cell), whatever the "
+        f"collection: auto would ask for {info['auto_nlist_large']:,} at {large.n_refs:,} and "
+        f"{info['auto_nlist_1m']:,} at 1M. With the cap the lists grow with |R| and so does "
+        "the scan per query descriptor.",
         "",
         f"Search cost model, least squares over the {len(large.search) + len(large.extra_search)} "
-        f"`local_search` jobs at {large.n_refs:,} (full groups, the last short group, and "
-        "one-shard / 4-query jobs): CPU = o + L·shards + a·q + b·q·shards with q the query "
-        f"descriptors: o = {model['overhead']:.1f} s per job, L = {model['per_shard']:.2f} s "
-        f"per shard read, a = {model['per_qdesc'] * 1e6:.1f} µs per query descriptor (coarse "
-        f"assignment, merge), b = {model['per_qdesc_shard'] * 1e6:.2f} µs per query "
-        "descriptor per shard (list scans).",
+        f"`local_search` jobs of the default at {large.n_refs:,} ("
+        + ", ".join(
+            f"{j.shards} shards × {j.query_descriptors:,} q"
+            for j in [*large.search, *large.extra_search]
+        )
+        + "): CPU = o + L·shards + a·q + b·q·shards, "
+        f"q = query descriptors: o = {model['overhead']:.1f} s per job, L = "
+        f"{model['per_shard']:.2f} s per shard read, a = {model['per_qdesc'] * 1e6:.1f} µs per "
+        f"query descriptor (cell assignment, merge), b = {model['per_qdesc_shard'] * 1e6:.2f} µs "
+        "per query descriptor per shard (list scans).",
         "",
-        f"### 1M-reference plan (default `local` config; {plan.references:,} references × "
-        f"{plan.ref_per_image} descriptors, {plan.queries:,} queries × {plan.query_per_image}, "
-        "as in the 51,636 CPU-hour flat estimate)",
+        f"### 1M-reference plan with the default config ({plan.references:,} references × "
+        f"{plan.ref_per_image}, {plan.queries:,} queries × {plan.query_per_image}, one query "
+        "view, as in the 51,636 CPU-hour flat estimate)",
         "",
-        f"- Jobs: 1 `fit_local_index` (nlist {args.nlist_1m:,}, auto), {plan.ref_shards} "
-        f"`index_local_shard` (one per reference shard of {plan.shard_size:,}), "
-        f"{plan.query_shards} query shards × {plan.groups} groups = "
-        f"{plan.query_shards * plan.groups:,} `local_search` jobs per query view, "
-        f"{plan.query_shards} `local_candidates`.",
-        f"- Per job: `index_local_shard` {plan.index_job_s():.0f} CPU-s "
-        f"({plan.index_cpu_s_per_descriptor * 1e6:.2f} µs per descriptor measured, imports "
-        f"included), peak ≈ {index_rss[large.n_refs]:.0f} MiB measured at "
-        f"{info['shard_descriptors'] // (large.n_refs // args.shard_size):,} descriptors per "
-        f"shard; `local_search` {plan.search_job_s() / 60:.1f} CPU-min "
-        f"({plan.query_shard_size:,} queries × {plan.query_per_image} descriptors × "
-        f"{plan.group} shards; ≈ {plan.search_job_s() / 60 / args.threads:.1f} min wall on "
-        f"{args.threads} threads), peak ≈ {info['search_rss_1m']:.0f} MiB; `local_candidates` "
+        f"- nlist: {info['plan_nlist']:,} (the default's `nlist: auto` at 1M, capped by "
+        "`max_training_descriptors` as above); lists of "
+        f"≈ {plan.references * plan.ref_per_image / info['plan_nlist']:,.0f} descriptors.",
+        f"- Jobs: 1 `fit_local_index`, {plan.ref_shards} `index_local_shard` (one per reference "
+        f"shard of {plan.shard_size:,}), {plan.query_shards} query shards × {plan.groups} groups "
+        f"= {plan.query_shards * plan.groups:,} `local_search`, {plan.query_shards} "
+        "`local_candidates`.",
+        f"- Per job: `fit_local_index` {plan.fit_cpu_s / 60:.1f} CPU-min (measured, same "
+        f"nlist and sample size), peak {large.fit.rss_mib:.0f} MiB; `index_local_shard` "
+        f"{plan.index_job_s():.0f} CPU-s ({plan.index_cpu_s_per_descriptor * 1e6:.2f} µs per "
+        f"descriptor measured), peak ≈ {info['index_rss_1m']:.0f} MiB; `local_search` "
+        f"{plan.search_job_s() / 60:.1f} CPU-min ({plan.query_shard_size:,} queries × "
+        f"{plan.query_per_image} descriptors × {plan.group} shards; ≈ "
+        f"{plan.search_job_s() / 60 / 4:.1f} min wall on the rule's 4 threads if it scales), "
+        f"peak ≈ {info['search_rss_1m']:.0f} MiB; `local_candidates` "
         f"{plan.candidates_job_s():.0f} CPU-s.",
         "- CPU-hours: "
         + ", ".join(f"`{k}` {v:,.1f}" for k, v in hours.items())
-        + f": **{total_h:,.0f} CPU-hours per query view** against today's "
-        f"{TODAY_FLAT_CPU_HOURS:,} (flat), **{TODAY_FLAT_CPU_HOURS / total_h:,.0f}× less**.",
-        "- Model: the index build per descriptor and the search's per-shard term b are the "
-        f"measured {large.n_refs:,} figures; with `nlist: auto` the lists keep ≈ "
-        f"{args.config['local']['index']['list_length']:,} descriptors per cell over the whole "
-        "collection, so a shard's share of each probed list shrinks as shards are added and b "
-        f"measured at {large.n_refs // args.shard_size} shards is an upper bound at 500. The "
-        "per-query-descriptor term a (coarse assignment in the HNSW quantizer) is scaled by "
-        f"log2 nlist ({large.nlist:,} → {args.nlist_1m:,}); the fit by nlist (k-means on the "
-        "same capped training set).",
+        + f": **{total_h:,.0f} CPU-hours** per query view against today's "
+        f"{TODAY_FLAT_CPU_HOURS:,} (flat), **{TODAY_FLAT_CPU_HOURS / total_h:,.0f}× less**; "
+        "the mirrored view doubles the search and candidates terms.",
+        "- Model: the measured per-job terms of the default at "
+        f"{large.n_refs:,}; nlist is the same {large.nlist:,} at 1M, so a shard's share of a "
+        "probed cell grows only with its descriptors: the per-shard terms (L, b) scale by "
+        f"{plan.ref_per_image} / {info['ref_per_image']:.0f} descriptors per image, the rest "
+        "as measured.",
         "",
     ]
     return "\n".join(lines)
 
 
 def measure_and_report(real, shards, training, exact, args, start) -> None:
-    queries = args.sift / "queries" / "s0000.h5"
-    sizes = [measure_size(n, shards, training, queries, args) for n in args.sizes]
-    small, large = sizes
-    args.small_candidates = small.candidates
-    truth = sample_truth(real.ground_truth, args.exact_queries)
-    all_truth = sample_truth(real.ground_truth, len(real.ground_truth))
-    recall = {"n_sample": len(truth), "n_all": len(all_truth), "ivf_sample": {}, "ivf_all": {}}
-    recall["exact"] = {n: exact[n // args.shard_size]["recall"] for n in args.sizes}
-    for s in sizes:
-        cands = pd.read_csv(s.candidates_path, dtype={"query_id": str, "reference_id": str})
-        recall["ivf_sample"][s.n_refs] = candidate_recall(cands, truth)
-        recall["ivf_all"][s.n_refs] = candidate_recall(cands, all_truth)
-    counts = descriptor_counts(shards[: large.n_refs // args.shard_size])
-    qcount = sum(descriptor_counts([queries]))
     from copydetect.local_index import auto_nlist
 
-    args.nlist_1m = int(auto_nlist_for(auto_nlist, 1_000_000, args))
+    queries = args.sift / "queries" / "s0000.h5"
+    small_n, large_n = args.sizes
+    variants = [Variant("default", small_n), Variant("default", large_n)]
+    for nlist in args.scaled:
+        overrides = (
+            ("nlist", nlist),
+            ("max_training_descriptors", 39 * nlist),
+            ("iterations", args.scaled_iterations),
+        )
+        variants.append(Variant(f"nlist{nlist}", large_n, overrides))
+    runs = [measure_size(v, shards, training, queries, args) for v in variants]
+    all_truth = sample_truth(real.ground_truth, len(real.ground_truth))
+    recall = {"n_all": len(all_truth), "ivf_exact_pairs": [], "ivf_all": []}
+    for r in runs:
+        cands = pd.read_csv(r.candidates_path, dtype={"query_id": str, "reference_id": str})
+        recall["ivf_exact_pairs"].append([candidate_recall(cands, e.truth) for e in exact])
+        recall["ivf_all"].append(candidate_recall(cands, all_truth))
+    counts = descriptor_counts(shards[: large_n // args.shard_size])
+    args.ref_descriptors = sum(counts)
+    qcount = sum(descriptor_counts([queries]))
+    training_count = sum(descriptor_counts([training]))
+    from copydetect.shards import read_shard_ids
+
+    per_image = training_count / len(read_shard_ids(training))
+    list_length = args.config["local"]["index"]["list_length"]
+    ref_per_image = sum(counts) / large_n
+    small, large = runs[0], runs[1]
+    cap = args.config["local"]["index"]["max_training_descriptors"] // 39
     info = {
-        "queries": len(read_sift_shard(queries)),
+        "queries": len(read_shard_ids(queries)),
         "query_descriptors": qcount,
-        "ref_descriptors": sum(counts),
-        "ref_per_image": sum(counts) / large.n_refs,
-        "real_per_image": np.mean([len(f.descriptors) for f in real.references]),
+        "ref_per_image": ref_per_image,
+        "real_per_image": float(np.mean([len(f.descriptors) for f in real.references])),
         "n_bases": len(real.bases),
-        "training_descriptors": sum(descriptor_counts([training])),
-        "shard_descriptors": sum(counts),
-        "index": index_params(args, large.n_refs),
-        "overrides": args.overrides,
+        "training_descriptors": training_count,
+        "capped_nlist": 1 << (cap.bit_length() - 1),
+        "auto_nlist_large": auto_nlist(pow2(large_n), per_image, list_length),
+        "auto_nlist_1m": auto_nlist(pow2(PLAN_REFS), per_image, list_length),
+        "plan_nlist": plan_nlist(training, args),
+        "search_rss_1m": search_rss_at(large, qcount, ref_per_image, args),
+        "index_rss_1m": max(j.rss_mib for j in large.index)
+        + 2 * 128 * args.shard_size * max(PLAN_PER_IMAGE - ref_per_image, 0) / 2**20,
         "total_s": time.perf_counter() - start,
     }
-    info["search_rss_1m"] = search_rss_at(large, qcount, args)
-    plan = plan_1m(large, sum(counts), args)
+    plan = plan_1m(large, small, ref_per_image, args)
     figures = {
-        "sizes": [asdict(s) | {"candidates_path": str(s.candidates_path)} for s in sizes],
+        "runs": [asdict(r) | {"candidates_path": str(r.candidates_path)} for r in runs],
         "recall": recall,
+        "exact": [asdict(e) for e in exact],
         "plan": asdict(plan) | {"cpu_hours": plan.cpu_hours()},
-        "info": {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in info.items()},
+        "info": info,
     }
     (args.work / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
-    text = report(sizes, exact, recall, plan, args, info)
+    text = report(runs, exact, recall, plan, args, info)
     print(text)
     if not args.quick:
         replace_section(args.results, HEADING, text)
@@ -822,36 +1076,44 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 100_000])
     parser.add_argument("--shard-size", type=int, default=2000, help="references per shard")
     parser.add_argument("--exact-queries", type=int, default=24, help="true pairs, exact")
+    parser.add_argument(
+        "--exact-queries-large", type=int, default=12, help="of those, carried to the large size"
+    )
     parser.add_argument("--exact-chunk", type=int, default=262_144, help="reference rows/step")
     parser.add_argument("--exact-threads", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="threads of the rule jobs")
+    parser.add_argument("--workers", type=int, default=1, help="rule jobs run side by side")
     parser.add_argument(
-        "--nlist",
+        "--large-shards",
+        type=int,
+        default=0,
+        help="index and search only this many shards of the large set (0 = all); its query "
+        "side is then the search cost model over all its groups",
+    )
+    parser.add_argument(
+        "--scaled",
+        type=int,
         nargs="*",
         default=[],
-        help="SIZE=NLIST overrides of nlist: auto (e.g. when "
-        "k-means on 2 cores would take too long)",
+        help="also measure the large size with this nlist (max_training_descriptors = 39 × it)",
     )
-    parser.add_argument("--iterations", type=int, default=0, help="k-means iterations override")
-    parser.add_argument("--max-training", type=int, default=0, help="training descriptors cap")
+    parser.add_argument("--scaled-iterations", type=int, default=10, help="k-means, --scaled")
     parser.add_argument("--jitter", type=float, default=4.0, help="padding noise per byte")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sift", type=Path, default=REAL_SIFT, help="the benchmark's SIFT")
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.md")
+    parser.add_argument("--fresh", action="store_true", help="rerun jobs measured before")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.shard_size, args.exact_queries = [1000, 4000], 500, 8
+        args.exact_queries_large = 4
         args.work = args.work / "quick"
     args.config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    args.nlist = {int(k): int(v) for k, v in (item.split("=") for item in args.nlist)}
-    args.overrides = {f"nlist at {k:,}": v for k, v in args.nlist.items()}
-    if args.iterations:
-        args.overrides["iterations"] = args.iterations
-    if args.max_training:
-        args.overrides["max_training_descriptors"] = args.max_training
+    if args.quick:  # a cheap coarse quantizer for the smoke run
+        args.config["local"]["index"] |= {"max_training_descriptors": 40_000, "iterations": 2}
     return args
 
 
@@ -860,7 +1122,10 @@ def main() -> None:
     if args.job:
         import scale
 
-        return scale.run_rule_job(args.job)
+        scale.run_rule_job(args.job)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"CPU_S {own.ru_utime + own.ru_stime:.3f}", flush=True)
+        return None
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     real = load_real(args)
