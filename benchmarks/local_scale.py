@@ -443,7 +443,7 @@ def exact_baseline(real: RealData, shards: list[Path], args: argparse.Namespace)
             if state is not None:
                 state = state.subset(set(sample))
             else:
-                state = ExactState.start(args.sift / "queries" / "s0000.h5", sample)
+                state = ExactState.start(query_shard(args), sample)
                 state.scan(
                     shards[: small_n // args.shard_size], args.exact_chunk, args.exact_threads
                 )
@@ -666,6 +666,11 @@ def measure_size(
         run.shards = len(index_files[i * group : (i + 1) * group])
         run.query_descriptors = qdesc
     neighbor_files = [folder / "out" / f"{name}.h5" for name in names]
+    if len(index_files) < total_shards:
+        # A prefix of the set was run: merge the measured groups' neighbour files repeated up
+        # to the set's group count, so the merge job reads as many files as the full run.
+        groups = math.ceil(total_shards / group)
+        neighbor_files = [neighbor_files[i % len(neighbor_files)] for i in range(groups)]
     out = folder / "out" / f"candidates_{n_refs}"
     candidates = run_job(
         "local_candidates",
@@ -871,7 +876,8 @@ def report(
         f"neighbours lie ≈ 98 apart), each padding image one whole real image transformed. "
         f"{args.ref_descriptors:,} reference descriptors at {large.n_refs:,} (mean "
         f"{info['ref_per_image']:.0f} per image). Queries: the benchmark's real query shard, "
-        f"{n_queries} queries (300 true copies, 200 distractors), "
+        f"{n_queries} queries ({info['true_queries']} true copies, "
+        f"{n_queries - info['true_queries']} distractors), "
         f"{info['query_descriptors']:,} descriptors, one view (the mirrored view doubles the "
         "query side). The coarse quantizer is fitted on the training images × 8 transforms, "
         f"clean and jittered ({info['training_descriptors']:,} descriptors, never the "
@@ -1004,10 +1010,21 @@ def report(
     return "\n".join(lines)
 
 
+def query_shard(args: argparse.Namespace) -> Path:
+    """The benchmark's query shard (its first 60 queries in a ``--quick`` run)."""
+    queries = args.sift / "queries" / "s0000.h5"
+    if args.quick:
+        small = args.work / "q_quick.h5"
+        if not small.exists():
+            write_sift_shard(small, read_sift_shard(queries)[:60])
+        return small
+    return queries
+
+
 def measure_and_report(real, shards, training, exact, args, start) -> None:
     from copydetect.local_index import auto_nlist
 
-    queries = args.sift / "queries" / "s0000.h5"
+    queries = query_shard(args)
     small_n, large_n = args.sizes
     variants = [Variant("default", small_n), Variant("default", large_n)]
     for nlist in args.scaled:
@@ -1018,7 +1035,11 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         )
         variants.append(Variant(f"nlist{nlist}", large_n, overrides))
     runs = [measure_size(v, shards, training, queries, args) for v in variants]
+    from copydetect.shards import read_shard_ids
+
+    present = set(read_shard_ids(queries))
     all_truth = sample_truth(real.ground_truth, len(real.ground_truth))
+    all_truth = {q: r for q, r in all_truth.items() if q in present}
     recall = {"n_all": len(all_truth), "ivf_exact_pairs": [], "ivf_all": []}
     for r in runs:
         cands = pd.read_csv(r.candidates_path, dtype={"query_id": str, "reference_id": str})
@@ -1028,15 +1049,14 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
     args.ref_descriptors = sum(counts)
     qcount = sum(descriptor_counts([queries]))
     training_count = sum(descriptor_counts([training]))
-    from copydetect.shards import read_shard_ids
-
     per_image = training_count / len(read_shard_ids(training))
     list_length = args.config["local"]["index"]["list_length"]
     ref_per_image = sum(counts) / large_n
     small, large = runs[0], runs[1]
     cap = args.config["local"]["index"]["max_training_descriptors"] // 39
     info = {
-        "queries": len(read_shard_ids(queries)),
+        "queries": len(present),
+        "true_queries": len(all_truth),
         "query_descriptors": qcount,
         "ref_per_image": ref_per_image,
         "real_per_image": float(np.mean([len(f.descriptors) for f in real.references])),
@@ -1132,6 +1152,11 @@ def main() -> None:
     shards = write_reference_shards(real, args)
     training = write_training_shard(real, args)
     print(f"data ready in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.quick:  # only the true pairs of the queries searched
+        from copydetect.shards import read_shard_ids
+
+        present = set(read_shard_ids(query_shard(args)))
+        real.ground_truth = real.ground_truth[real.ground_truth["query_id"].isin(present)]
     exact = exact_baseline(real, shards, args)
     if args.exact_only:
         return
