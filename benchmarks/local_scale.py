@@ -769,6 +769,85 @@ def search_cost_model(runs: list[JobRun]) -> dict[str, float]:
     return dict(zip(["overhead", "per_shard", "per_qdesc", "per_qdesc_shard"], coef, strict=True))
 
 
+# --- nlist sweep on one shard (in-process) -------------------------------------------------------
+
+
+def nlist_sweep(shard: Path, training: Path, queries: Path, args: argparse.Namespace) -> list:
+    """Per-shard costs at several nlist with the workflow's own index code
+    (``copydetect.local_index``: the quantizer it would build, ``build_shard_index``,
+    ``IvfShards``), in this process: index CPU per descriptor, cell assignment CPU per query
+    descriptor, scan CPU per query descriptor. The centroids are seeded random training
+    descriptors, not k-means (k-means at 65k cells is hours on 2 cores): this measures how the
+    costs move with the list lengths, not recall. Cached in ``sweep.json``."""
+    import faiss
+
+    from copydetect.local_index import (
+        DIM,
+        _quantizer,
+        build_shard_index,
+        write_coarse_index,
+        write_shard_index,
+    )
+    from copydetect.local_search import IvfShards, LocalSearchParams
+    from copydetect.progress import Progress
+
+    cache = args.work / "sweep.json"
+    key = {"shard": shard.name, "nlists": args.sweep, "rows": args.sweep_queries}
+    if cache.exists() and json.loads(cache.read_text())["key"] == key:
+        return json.loads(cache.read_text())["rows"]
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    train = np.concatenate([f.descriptors for f in read_sift_shard(training)])
+    qdesc = np.concatenate([f.descriptors for f in read_sift_shard(queries)])
+    qdesc = qdesc[np.sort(rng.choice(len(qdesc), min(args.sweep_queries, len(qdesc)), False))]
+    params = LocalSearchParams.from_mapping(args.config["local"]["search"])
+    folder = args.work / "sweep"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for nlist in args.sweep:
+        centroids = train[np.sort(rng.choice(len(train), nlist, replace=False))].astype(np.float32)
+        cpu = time.process_time()
+        index = faiss.IndexIVFScalarQuantizer(
+            _quantizer(centroids),
+            DIM,
+            nlist,
+            faiss.ScalarQuantizer.QT_8bit_direct,
+            faiss.METRIC_L2,
+            False,
+        )
+        index.train(centroids)
+        coarse = folder / f"coarse_{nlist}.faiss"
+        write_coarse_index(coarse, index)
+        quantizer_s = time.process_time() - cpu
+        cpu = time.process_time()
+        built = build_shard_index(coarse, shard)
+        write_shard_index(folder / f"{nlist}.h5", built)
+        index_s = time.process_time() - cpu
+        cpu = time.process_time()
+        ivf = IvfShards(coarse, qdesc, params.nprobe)
+        assign_s = time.process_time() - cpu
+        cpu = time.process_time()
+        ivf.search(qdesc, folder / f"{nlist}.h5", params, Progress(len(qdesc), "rows"))
+        scan_s = time.process_time() - cpu
+        sizes = np.array([built.index.invlists.list_size(i) for i in range(nlist)])
+        rows.append(
+            {
+                "nlist": nlist,
+                "quantizer_s": quantizer_s,
+                "index_us": 1e6 * index_s / built.n_descriptors,
+                "assign_us": 1e6 * assign_s / len(qdesc),
+                "scan_us": 1e6 * scan_s / len(qdesc),
+                "mean_list": float(sizes.mean()),
+                "scanned": float(
+                    sizes[ivf.cells].sum(axis=1).mean()
+                ),  # shard descriptors scanned per query descriptor
+            }
+        )
+        print(f"  sweep: {rows[-1]}", flush=True)
+    cache.write_text(json.dumps({"key": key, "rows": rows}))
+    return rows
+
+
 # --- 1M plan ------------------------------------------------------------------------------------
 
 PLAN_REFS, PLAN_QUERIES, PLAN_PER_IMAGE = 1_000_000, 50_000, 600  # as the 51,636 estimate
@@ -833,6 +912,59 @@ def search_rss_at(large: SizeRuns, qcount: int, ref_per_image: float, args) -> f
 
 
 # --- report -------------------------------------------------------------------------------------
+
+
+def sweep_lines(info: dict, small: SizeRuns, large: SizeRuns, ref_per_image: float, args) -> list:
+    """The nlist sweep's table and what it says about an nlist that follows the collection."""
+    rows = {r["nlist"]: r for r in info["sweep"]}
+    if not rows:
+        return []
+    lines = [
+        f"Per-shard costs against nlist (one shard, {info['sweep_shard']}, with the workflow's "
+        "index code in-process: the quantizer `fit_local_index` would build — flat ≤ 4,096 "
+        "cells, HNSW above — `build_shard_index`, `IvfShards`; centroids are random training "
+        "descriptors, not k-means, so this shows how the costs move with the list lengths, not "
+        f"recall; {args.sweep_queries:,} query descriptors, nprobe "
+        f"{args.config['local']['search']['nprobe']}):",
+        "",
+        "| nlist | mean list per shard | shard descriptors scanned per query descriptor | "
+        "index µs per descriptor | cell assignment µs per query descriptor | scan µs per "
+        "query descriptor per shard |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['nlist']:,} | {r['mean_list']:.1f} | {r['scanned']:,.0f} | "
+            f"{r['index_us']:.1f} | {r['assign_us']:.1f} | {r['scan_us']:.1f} |"
+            for r in info["sweep"]
+        ],
+        "",
+    ]
+    lo, hi = min(rows), max(rows)
+    s_small, s_large = small.n_refs // args.shard_size, large.n_refs // args.shard_size
+    at_small = rows[lo]["assign_us"] + s_small * rows[lo]["scan_us"]
+    at_large = rows[hi]["assign_us"] + s_large * rows[hi]["scan_us"]
+    density = PLAN_PER_IMAGE / ref_per_image
+    one_m = rows[hi]["assign_us"] + 500 * rows[hi]["scan_us"] * density
+    hours = PLAN_QUERIES * PLAN_PER_IMAGE * one_m * 1e-6 / 3600
+    budget = args.config["local"]["index"]["max_training_descriptors"]
+    fit_h = small.fit.cpu_s * (hi / small.nlist) * (39 * hi / budget) / 3600
+    lines += [
+        f"- If nlist followed the collection (`nlist: auto` without the cap: {lo:,} at "
+        f"{small.n_refs:,}, {hi:,} at {large.n_refs:,}), the search per query descriptor "
+        f"would be ≈ assignment + shards × scan = {at_small:.0f} µs at {small.n_refs:,} "
+        f"({s_small} shards) and {at_large:.0f} µs at {large.n_refs:,} ({s_large} shards): "
+        f"**{at_large / at_small:.2f}×** for 10× references, against "
+        f"{rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']:.0f} µs "
+        f"({(rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']) / at_small:.2f}×) with the "
+        f"cap. At 1M ({PLAN_PER_IMAGE} descriptors per image, 500 shards, nlist {hi:,}): "
+        f"≈ {one_m:.0f} µs per query descriptor, {hours:,.0f} CPU-hours of search per query "
+        "view. What it takes: k-means on ≥ 39 × nlist training descriptors "
+        f"(`max_training_descriptors` ≥ {39 * hi:,}), one job, single-threaded by design "
+        f"(the measured fit: {small.fit.cpu_s:.0f} CPU-s at {small.nlist:,} cells × "
+        f"{args.config['local']['index']['max_training_descriptors']:,} descriptors; k-means "
+        f"cost ∝ cells × descriptors, so ≈ {fit_h:.1f} CPU-hours at {hi:,}).",
+        "",
+    ]
+    return lines
 
 
 def job_row(label: str, runs: list[JobRun]) -> str:
@@ -1003,6 +1135,7 @@ def report(
         f"query descriptor (cell assignment, merge), b = {model['per_qdesc_shard'] * 1e6:.2f} µs "
         "per query descriptor per shard (list scans).",
         "",
+        *sweep_lines(info, small, large, info["ref_per_image"], args),
         f"### 1M-reference plan with the default config ({plan.references:,} references × "
         f"{plan.ref_per_image}, {plan.queries:,} queries × {plan.query_per_image}, one query "
         "view, as in the 51,636 CPU-hour flat estimate)",
@@ -1114,6 +1247,9 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         "job_wall_s": sum(j.wall_s for j in unique_jobs(runs)),
     }
     plan = plan_1m(large, small, ref_per_image, args)
+    sweep_shard = shards[min(20, len(shards) - 1)]
+    info["sweep_shard"] = sweep_shard.stem
+    info["sweep"] = nlist_sweep(sweep_shard, training, queries, args) if args.sweep else []
     figures = {
         "runs": [asdict(r) | {"candidates_path": str(r.candidates_path)} for r in runs],
         "recall": recall,
@@ -1145,6 +1281,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--exact-threads", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="threads of the rule jobs")
     parser.add_argument("--workers", type=int, default=1, help="rule jobs run side by side")
+    parser.add_argument(
+        "--sweep", type=int, nargs="*", default=[4096, 16384, 65536], help="nlist, one shard"
+    )
+    parser.add_argument("--sweep-queries", type=int, default=20_000, help="query descriptors")
     parser.add_argument(
         "--large-shards",
         type=int,
