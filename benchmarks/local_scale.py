@@ -938,6 +938,17 @@ def sweep_lines(info: dict, small: SizeRuns, large: SizeRuns, ref_per_image: flo
         ],
         "",
     ]
+    if len(rows) > 1:
+        x = np.array([[1.0, r["scanned"]] for r in rows.values()])
+        fixed, per = np.linalg.lstsq(x, [r["scan_us"] for r in rows.values()], rcond=None)[0]
+        lines += [
+            f"Scan per query descriptor per shard ≈ {fixed:.1f} µs + {per * 1e3:.1f} ns × "
+            "descriptors scanned (least squares over the rows): the fixed part, paid once per "
+            "shard for every query descriptor whatever the list lengths, dominates as soon as "
+            "the lists are short, and the HNSW quantizer above 4,096 cells (efSearch 128) "
+            "costs several times the flat one per assignment, at indexing and at search.",
+            "",
+        ]
     lo, hi = min(rows), max(rows)
     s_small, s_large = small.n_refs // args.shard_size, large.n_refs // args.shard_size
     at_small = rows[lo]["assign_us"] + s_small * rows[lo]["scan_us"]
@@ -950,20 +961,35 @@ def sweep_lines(info: dict, small: SizeRuns, large: SizeRuns, ref_per_image: flo
     lines += [
         f"- If nlist followed the collection (`nlist: auto` without the cap: {lo:,} at "
         f"{small.n_refs:,}, {hi:,} at {large.n_refs:,}), the search per query descriptor "
-        f"would be ≈ assignment + shards × scan = {at_small:.0f} µs at {small.n_refs:,} "
-        f"({s_small} shards) and {at_large:.0f} µs at {large.n_refs:,} ({s_large} shards): "
+        f"would be ≈ assignment + shards × scan = {at_small:,.0f} µs at {small.n_refs:,} "
+        f"({s_small} shards) and {at_large:,.0f} µs at {large.n_refs:,} ({s_large} shards): "
         f"**{at_large / at_small:.2f}×** for 10× references, against "
         f"{rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']:.0f} µs "
         f"({(rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']) / at_small:.2f}×) with the "
         f"cap. At 1M ({PLAN_PER_IMAGE} descriptors per image, 500 shards, nlist {hi:,}): "
-        f"≈ {one_m:.0f} µs per query descriptor, {hours:,.0f} CPU-hours of search per query "
+        f"≈ {one_m:,.0f} µs per query descriptor, {hours:,.0f} CPU-hours of search per query "
         "view. What it takes: k-means on ≥ 39 × nlist training descriptors "
         f"(`max_training_descriptors` ≥ {39 * hi:,}), one job, single-threaded by design "
         f"(the measured fit: {small.fit.cpu_s:.0f} CPU-s at {small.nlist:,} cells × "
         f"{args.config['local']['index']['max_training_descriptors']:,} descriptors; k-means "
         f"cost ∝ cells × descriptors, so ≈ {fit_h:.1f} CPU-hours at {hi:,}).",
-        "",
     ]
+    if len(rows) > 1:
+        group = args.config["local"]["reference_shards_per_job"]
+        g_small, g_large = math.ceil(s_small / group), math.ceil(s_large / group)
+        merged_small = rows[lo]["assign_us"] + g_small * fixed + s_small * per * rows[lo]["scanned"]
+        merged_large = rows[hi]["assign_us"] + g_large * fixed + s_large * per * rows[hi]["scanned"]
+        lines.append(
+            "- So nlist alone does not make the search sublinear: the fixed part is paid per "
+            "(query descriptor, shard). Searching a group's shards as one index (their lists "
+            "share the coarse quantizer, so faiss can merge them, e.g. `merge_from`) would pay "
+            f"it per group: by this model {merged_small:.0f} µs at {small.n_refs:,} and "
+            f"{merged_large:.0f} µs at {large.n_refs:,} per query descriptor "
+            f"(**{merged_large / merged_small:.2f}×**), most of it the HNSW cell assignment "
+            f"({rows[hi]['assign_us']:.0f} µs at {hi:,} cells with efSearch 128): a model "
+            "estimate, not measured."
+        )
+    lines.append("")
     return lines
 
 
@@ -1126,7 +1152,7 @@ def report(
         f"Search cost model, least squares over the {len(large.search) + len(large.extra_search)} "
         f"`local_search` jobs of the default at {large.n_refs:,} ("
         + ", ".join(
-            f"{j.shards} shards × {j.query_descriptors:,} q"
+            f"{j.shards} shard{'s' if j.shards > 1 else ''} × {j.query_descriptors:,} q"
             for j in [*large.search, *large.extra_search]
         )
         + "): CPU = o + L·shards + a·q + b·q·shards, "
