@@ -782,9 +782,8 @@ def nlist_sweep(shard: Path, training: Path, queries: Path, args: argparse.Names
     import faiss
 
     from copydetect.local_index import (
-        DIM,
-        _quantizer,
         build_shard_index,
+        ivf_from_centroids,
         write_coarse_index,
         write_shard_index,
     )
@@ -807,15 +806,7 @@ def nlist_sweep(shard: Path, training: Path, queries: Path, args: argparse.Names
     for nlist in args.sweep:
         centroids = train[np.sort(rng.choice(len(train), nlist, replace=False))].astype(np.float32)
         cpu = time.process_time()
-        index = faiss.IndexIVFScalarQuantizer(
-            _quantizer(centroids),
-            DIM,
-            nlist,
-            faiss.ScalarQuantizer.QT_8bit_direct,
-            faiss.METRIC_L2,
-            False,
-        )
-        index.train(centroids)
+        index = ivf_from_centroids(centroids)
         coarse = folder / f"coarse_{nlist}.faiss"
         write_coarse_index(coarse, index)
         quantizer_s = time.process_time() - cpu

@@ -209,14 +209,18 @@ def fit_coarse_index(sample: np.ndarray, nlist: int, params: LocalIndexParams) -
         if len(x) < nlist:
             raise ValueError(f"{len(x)} training descriptors for {nlist} cells")
         fit = _two_level_kmeans if nlist > TWO_LEVEL_ABOVE else _kmeans
-        centroids = fit(x, nlist, params)
-        nlist = len(centroids)  # two levels may fall a cell or two short of the ask
+        centroids = fit(x, nlist, params)  # two levels may fall a cell or two short of nlist
     else:  # one cell (a featureless training set has no descriptors at all): the flat scan
         centroids = np.zeros((1, DIM), np.float32) if len(x) == 0 else x.mean(0, keepdims=True)
+    return ivf_from_centroids(centroids)
+
+
+def ivf_from_centroids(centroids: np.ndarray) -> Any:
+    """An empty IVF index over these cells, storing uint8 descriptors as they are."""
     index = faiss.IndexIVFScalarQuantizer(
         _quantizer(centroids),
         DIM,
-        nlist,
+        len(centroids),
         faiss.ScalarQuantizer.QT_8bit_direct,
         faiss.METRIC_L2,
         False,  # by_residual: residuals are not bytes; 8bit_direct must store the values
