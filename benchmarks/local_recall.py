@@ -26,7 +26,7 @@ other descriptors closer than ``d_true`` (``p_q = 0`` where none was seen: an up
 Both are validated by predicting the largest measured N from the smaller ones.
 
 Then, at one block of one default reference shard's size (2,000 images × 600 descriptors), the
-real ``copydetect.local_search.descriptor_knn`` with the exact flat index vs ``ivf_flat``: vote
+real ``copydetect.local_search.descriptor_knn`` with the exact flat index: vote
 recall, CPU time per block, the per-job memory (real rule jobs, as in ``benchmarks/scale.py``)
 and the CPU-hours of a 600M-descriptor reference set.
 
@@ -322,17 +322,15 @@ def block_runs(data: RecallData, block: int, flat_recall: float, args) -> list[d
 
     Flat: its vote recall is the scan's at N = ``block`` (the same exact 1-NN); its time is
     measured with ``descriptor_knn`` on the first ``--timing-rows`` query descriptors (the cost
-    per descriptor pair does not depend on which). ivf_flat: trained once (``build_searcher``,
-    as a job does per shard), searched with every query descriptor at two nprobe values.
+    per descriptor pair does not depend on which). The inverted file that replaced the
+    per-shard ``ivf_flat`` measured here before is benchmarks/local_index.py and local_scale.py.
     """
     import faiss
 
-    from copydetect.knn import tie_safe_topk
-    from copydetect.local_search import LocalSearchParams, build_searcher, descriptor_knn
+    from copydetect.local_search import LocalSearchParams, descriptor_knn
 
     faiss.omp_set_num_threads(args.threads)
     ref = data.references.desc[:block]
-    true_of_row = data.true_image[data.queries.image]
     timing = data.queries.desc[: args.timing_rows]
     wall, cpu = time.perf_counter(), time.process_time()
     descriptor_knn(timing, ref, LocalSearchParams(use_gpu="never"))
@@ -342,27 +340,12 @@ def block_runs(data: RecallData, block: int, flat_recall: float, args) -> list[d
     ]
     runs[0]["rows"] = len(timing)
     print(f"  flat: {len(timing)} rows in {search}", flush=True)
-    params = LocalSearchParams(index="ivf_flat", use_gpu="never")
-    wall, cpu = time.perf_counter(), time.process_time()
-    searcher = build_searcher(ref, params)
-    build = (time.perf_counter() - wall, time.process_time() - cpu)
-    query = data.queries.desc.astype(np.float32)
-    for nprobe in (16, 64):
-        searcher.index.nprobe = nprobe
-        wall, cpu = time.perf_counter(), time.process_time()
-        _, idx = tie_safe_topk(searcher, query, 1, len(ref))
-        search = (time.perf_counter() - wall, time.process_time() - cpu)
-        hit = data.references.image[:block][np.maximum(idx[:, 0], 0)] == true_of_row
-        name = f"ivf_flat nlist={searcher.index.nlist} nprobe={nprobe}"
-        runs.append({"index": name, "recall": float(hit.mean()), "build": build, "search": search})
-        runs[-1]["rows"] = len(query)
-        print(f"  {name}: recall {hit.mean():.4f}, build {build}, search {search}", flush=True)
     return runs
 
 
 def memory_runs(args: argparse.Namespace) -> dict:
     """Peak RSS of real ``local_search`` rule jobs at 600 descriptors per image (scale.py's
-    runner): one reference shard (tiny query shard; flat and ivf_flat), and the query side."""
+    runner): one reference shard (tiny query shard, flat), and the query side."""
     import scale
 
     from copydetect.shards import write_sift_shard
@@ -386,15 +369,11 @@ def memory_runs(args: argparse.Namespace) -> dict:
     write_sift_shard(paths["r_tiny"], scale.synthetic_features("T", 0, 2000, 1, 4, table))
     jobs = {
         "flat": ("q_tiny", "ref", "flat"),
-        "ivf_flat": ("q_tiny", "ref", "ivf_flat"),
         "query_side": ("q_full", "r_tiny", "flat"),
         "baseline": ("q_tiny", "r_tiny", "flat"),
     }
     peaks = {}
-    for name, (queries, ref, index) in jobs.items():
-        local = args.config["local"]
-        search = {**local["search"], "index": index}
-        ns.config = {**args.config, "local": {**local, "search": search}}
+    for name, (queries, ref, _index) in jobs.items():
         run = scale.local_search_job(0, paths[queries], [paths[ref]], f"recall_{name}", ns)
         peaks[name] = run.rss_mib
     for path in paths.values():
@@ -442,11 +421,11 @@ def cost_lines(blocks: list[dict], peaks: dict, n_queries: int, block: int) -> l
     q_extra = peaks["query_side"] - base
     lines.append(
         f"- Memory per `local_search` job (real rule jobs, one shard of {block:,} synthetic "
-        f"descriptors): flat {peaks['flat']:.0f} MiB with a tiny query shard, ivf_flat "
-        f"{peaks['ivf_flat']:.0f} MiB; the full query shard ({QUERY_SHARD:,} × {PER_IMAGE}) "
+        f"descriptors): flat {peaks['flat']:.0f} MiB with a tiny query shard; "
+        f"the full query shard ({QUERY_SHARD:,} × {PER_IMAGE}) "
         f"adds {q_extra:.0f} MiB (measured against a tiny reference shard; baseline job "
-        f"{base:.0f} MiB). A full job: flat ≈ {peaks['flat'] + q_extra:,.0f} MiB, ivf_flat ≈ "
-        f"{peaks['ivf_flat'] + q_extra:,.0f} MiB — one shard at a time, so the group's "
+        f"{base:.0f} MiB). A full job: flat ≈ {peaks['flat'] + q_extra:,.0f} MiB "
+        "— one shard at a time, so the group's "
         f"{SHARDS_PER_JOB} shards ({SHARDS_PER_JOB * block * 128 / 1e9:.2f} GB of uint8) are "
         "never resident together."
     )
