@@ -278,12 +278,19 @@ def crop_pair_tables(wildcards):
 # --- Global branch ----------------------------------------------------------------------------
 
 
-def models_with_backend(vlad):
-    """Names of the configured models that are (not) VLAD, as a wildcard regex."""
+# Backends computed on the CPU by rules of their own; every other backend is a neural network
+# (rule embed_images).
+WEIGHTS_FREE_BACKENDS = ("vlad", "layout")
+
+
+def models_with_backend(backend):
+    """Names of the configured models of ``backend`` (``neural``: every network backend), as
+    a wildcard regex."""
     names = [
         name
         for name, spec in config["models"].items()
-        if (spec["backend"] == "vlad") == vlad
+        if spec["backend"] == backend
+        or (backend == "neural" and spec["backend"] not in WEIGHTS_FREE_BACKENDS)
     ]
     return "|".join(names) if names else "(?!)"  # "(?!)" matches nothing
 
@@ -311,7 +318,8 @@ def model_spec(wildcards):
 
 
 def model_params(wildcards):
-    """A VLAD model's settings without its backend name (the backend picks the rule)."""
+    """A weights-free model's settings without its backend name (the backend picks the
+    rule)."""
     spec = model_spec(wildcards)
     spec.pop("backend")
     return spec

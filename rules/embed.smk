@@ -9,7 +9,7 @@ rule fit_vlad_codebook:
     benchmark:
         f"{RUN}/benchmarks/fit_vlad_codebook/{{model}}.tsv"
     wildcard_constraints:
-        model=models_with_backend(vlad=True),
+        model=models_with_backend("vlad"),
     conda:
         "../envs/cpu.yaml"
     params:
@@ -30,13 +30,34 @@ rule embed_vlad:
     benchmark:
         f"{RUN}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
     wildcard_constraints:
-        model=models_with_backend(vlad=True),
+        model=models_with_backend("vlad"),
     conda:
         "../envs/cpu.yaml"
     params:
         vlad=model_params,
     script:
         "../workflow_scripts/embed_vlad_shard.py"
+
+
+rule embed_layout:
+    """Layout vectors (multi-scale colour thumbnails, no weights, no keypoints) of one image
+    shard."""
+    input:
+        shard=f"{RUN}/images/{{set}}/{{shard}}.h5",
+    output:
+        embeddings=f"{RUN}/embeddings/{{model}}/{{set}}/{{shard}}.h5",
+    log:
+        f"{RUN}/logs/embed/{{model}}/{{set}}/{{shard}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
+    wildcard_constraints:
+        model=models_with_backend("layout"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        layout=model_params,
+    script:
+        "../workflow_scripts/embed_layout_shard.py"
 
 
 rule embed_images:
@@ -51,7 +72,7 @@ rule embed_images:
     benchmark:
         f"{RUN}/benchmarks/embed/{{model}}/{{set}}/{{shard}}.tsv"
     wildcard_constraints:
-        model=models_with_backend(vlad=False),
+        model=models_with_backend("neural"),
     conda:
         "../envs/gpu.yaml"
     threads: 2
