@@ -157,9 +157,17 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             ("sift", f"set=references, shard={shard}"),
             ("index_local_shard", f"shard={shard}"),
             ("embed_vlad", f"model=vlad, set=references, shard={shard}"),
-            ("project_embeddings", f"model=vlad, set=references, shard={shard}"),
+            ("embed_layout", f"model=layout, set=references, shard={shard}"),
+            *(
+                ("project_embeddings", f"model={model}, set=references, shard={shard}")
+                for model in ("vlad", "layout")
+            ),
             ("summarize_ingest", "set=references"),
-            *(("global_search", f"model=vlad, view=queries, shard={q}") for q in query_shards),
+            *(
+                ("global_search", f"model={model}, view=queries, shard={q}")
+                for model in ("vlad", "layout")
+                for q in query_shards
+            ),
             *(("local_search", f"view=queries, shard={q}, group={group}") for q in query_shards),
             *(("local_candidates", f"view=queries, shard={q}") for q in query_shards),
             *(
@@ -281,7 +289,7 @@ def test_dba_adds_one_augmentation_job_per_reference_shard(finished_run: tuple[P
     root, config = finished_run
     jobs = plan(root / "run", {**config, "global": {"dba": {"k": 2}}})
     assert sorted(w for rule, w in jobs if rule == "augment_references") == [
-        f"model=vlad, shard=s{i:04d}" for i in range(4)
+        f"model={model}, shard=s{i:04d}" for model in ("layout", "vlad") for i in range(4)
     ]
     assert {rule for rule, _ in jobs} == {
         "all",
@@ -324,6 +332,9 @@ def test_a_trained_overlay_detector_adds_the_crop_branches(
         ("embed_vlad", "model=vlad, set=crops_global"),
         ("project_embeddings", "model=vlad, set=crops_global"),
         ("global_search", "model=vlad, view=crops_global"),
+        ("embed_layout", "model=layout, set=crops_global"),  # layout embeds from the images
+        ("project_embeddings", "model=layout, set=crops_global"),
+        ("global_search", "model=layout, view=crops_global"),
         ("local_search", "view=crops_local"),
         ("local_candidates", "view=crops_local"),
         ("mirror_sift", "view=crops_local"),  # the crops' mirrors, verified too
