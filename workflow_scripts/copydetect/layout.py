@@ -4,7 +4,8 @@ An image is reduced to area-averaged CIELAB thumbnails at several grid sizes. Ea
 made zero-mean per channel (a brightness or colour cast moves every cell alike), split into
 its left-right symmetric and the magnitude of its antisymmetric part (both unchanged by a
 horizontal flip, so a mirrored copy gets the same vector), L2-normalized per grid and weighted.
-It sees what SIFT misses (smooth wallpapers, flat graphics) and costs ~1 ms per image.
+It sees what SIFT misses (smooth wallpapers, flat graphics) and costs ~4 ms of CPU per image,
+decoding included (benchmarks/results.md).
 
 An image with too little structure (flat colour, a smooth gradient, near-blank: fine detail
 below ``min_detail``) gets the zero vector, which the normalization keeps at zero and the
@@ -43,7 +44,7 @@ class LayoutParams:
     grids: tuple[int, ...]  # grid sides of the thumbnails (even numbers)
     grid_weights: tuple[float, ...]  # weight of each grid's block (same length as grids)
     chroma_weight: float  # weight of the a*, b* channels against L* (0: grey layout only)
-    min_detail: float  # fine-detail RMS (L* units) below which an image gets no vector
+    min_detail: float  # fine detail (see fine_detail, L* units) below which: no vector
 
     def __post_init__(self) -> None:
         for name in ("grids", "grid_weights"):  # YAML gives lists; keep the dataclass hashable
