@@ -139,7 +139,8 @@ def render(stages: dict, bench: Path, date: str, commit: str, cores: int, epochs
         "",
         "GPU recipe (`{backend: train}`: ResNet-50, 512-d, 224 px views, batch 256, 30 epochs): "
         "**not run** (no device was lent to this session). Expected, not measured: the views are "
-        "made on the CPU at about 17 CPU ms per image (224 px, measured), so 8 loader processes "
+        "made on the CPU at about 13 CPU ms per image for its two views (224 px, measured) plus "
+        "its JPEG decode, so 8 loader processes "
         "feed about 450 images/s, under what one H100-class GPU trains a ResNet-50 at in bf16; "
         "100k training images would take about 4 minutes per epoch.",
         "",
