@@ -18,6 +18,13 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from copydetect.descriptor_recipe import (
+    METRICS_NAME,
+    TORCHSCRIPT_NAME,
+    WEIGHTS_NAME,
+    embedding_spec,
+    recipe_params,
+)
 from copydetect.inputs import (
     ImageSetError,
     assign_shards,
@@ -313,7 +320,11 @@ global_models()
 
 
 def model_spec(wildcards):
-    """A model's settings as configured, backend included (so a new backend reruns it)."""
+    """A model's settings as configured, backend included (so a new backend reruns it); a
+    trained model's are those of the resnet_gem model it is embedded as (rules/train.smk).
+    """
+    if config["models"][wildcards.model]["backend"] == "train":
+        return trained_embedding_spec(wildcards.model)
     return dict(config["models"][wildcards.model])
 
 
@@ -336,6 +347,8 @@ def codebook_params(wildcards):
 
 def model_weights(wildcards):
     """The weights file as an input, so replacing it reruns that model's embeddings."""
+    if config["models"][wildcards.model]["backend"] == "train":
+        return [trained_descriptor(wildcards.model)]
     weights = config["models"][wildcards.model].get("weights", "")
     return [weights] if weights else []
 
@@ -553,3 +566,56 @@ def gallery_mirrored_query_features(wildcards):
 
 def gallery_metrics(wildcards):
     return [f"{RESULTS}/eval/metrics.json"] if config["ground_truth"] else []
+
+
+# --- Trained descriptors (models.<name>: {backend: train}) -------------------------------------
+
+
+def trained_models():
+    """Names of the configured models that the workflow trains, as a wildcard regex."""
+    names = [n for n, spec in config["models"].items() if spec["backend"] == "train"]
+    return "|".join(names) if names else "(?!)"  # "(?!)" matches nothing
+
+
+def trained_descriptor(model):
+    """The weights file rule train_descriptor writes for ``model`` (shared by the main and
+    the development runs: it depends on the training set only)."""
+    return f"{RESULTS}/models/{model}/{WEIGHTS_NAME}"
+
+
+def trained_embedding_spec(model):
+    """The resnet_gem entry the embedding runs a trained model with (its trained weights)."""
+    spec = config["models"][model]
+    return embedding_spec(spec, trained_descriptor(model))
+
+
+def descriptor_recipe(wildcards):
+    """The network and recipe, defaults filled in: a change retrains."""
+    return recipe_params(config["models"][wildcards.model])
+
+
+def training_image_shards(wildcards):
+    """The training set's image shards: the descriptor learns from them only, so a new query
+    batch or reference never retrains it."""
+    if not config["training"]:
+        raise WorkflowError(
+            f"model {wildcards.model!r} has backend 'train' but the config has no training "
+            "set: set `training` to a folder of unlabeled images like the references"
+        )
+    return set_shard_files(RESULTS, "training", "{run}/images/{set}/{shard}.h5")
+
+
+def descriptor_init(wildcards):
+    """The checkpoint the trunk starts from, as an input (replacing it retrains), or none."""
+    init = descriptor_recipe(wildcards)["init"]
+    return [init] if init else []
+
+
+def descriptor_gpus(wildcards):
+    """One GPU unless the recipe runs on the CPU (then it holds none another job could use)."""
+    return 0 if descriptor_recipe(wildcards)["train"]["device"] == "cpu" else 1
+
+
+def descriptor_threads(wildcards):
+    """The training process and its data-loader workers (decoding and editing the views)."""
+    return descriptor_recipe(wildcards)["train"]["num_workers"] + 1

@@ -37,7 +37,8 @@ from copydetect.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 
-RESNETS = {"resnet50": 2048, "resnet101": 2048}
+# resnet18/34: the small trunks rule train_descriptor trains (config/descriptor_cpu.yaml).
+RESNETS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Seed of random-init models: the query and reference jobs of a test run must share one model.
