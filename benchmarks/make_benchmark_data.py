@@ -464,7 +464,8 @@ def graphics(package: Package, filters: Filters, tally: Tally) -> Iterator[Candi
         if gray_std(image) < filters.min_std:
             tally.flat += 1
             continue
-        stem = slug(path.relative_to(package.folder.resolve()).with_suffix("").as_posix())
+        # The suffix stays in the name: a stamp may ship as both star.png and star.svg.
+        stem = slug(path.relative_to(package.folder.resolve()).as_posix())
         yield Candidate(f"{package.short}__{stem}", path, None, image)
 
 
@@ -504,6 +505,8 @@ def collect_sources(
                 setattr(tally, f"{refused}s", getattr(tally, f"{refused}s") + 1)
                 continue
             path = out_dir / f"{cand.name}.png"
+            if path.exists():  # two sources under one name would make one file of two images
+                raise ValueError(f"two sources named {path.name}: {cand.origin}")
             cand.image.save(path, format="PNG")
             sources.paths.append(path)
             box = " ".join(map(str, cand.box)) if cand.box else ""
