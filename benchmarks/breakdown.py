@@ -187,6 +187,12 @@ def table(title: str, rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def weakest(rows: Sequence[Row], n: int = 5) -> str:
+    """The ``n`` groups with the lowest top-1 share (``rows`` come weakest first)."""
+    groups = [r for r in rows if r.group != "all copies"][:n]
+    return ", ".join(f"{r.group} {r.top1:.2f} ({r.copies})" for r in groups)
+
+
 def run_lines(run: RunData) -> list[str]:
     """The figures of one run: headline metrics, per-edit, per-source and distractor tables."""
     m = run.metrics
@@ -196,6 +202,7 @@ def run_lines(run: RunData) -> list[str]:
     build_file = run.bench / "build.json"
     build = json.loads(build_file.read_text()) if build_file.exists() else {}
     n_copies = sum(bool(ref) for ref in run.truth.values())
+    edits, sources = breakdown(run, "edit"), breakdown(run, "source")
     lines = [
         f"### {run.bench.name} (edit set `{build.get('edit_set', 'default')}`)",
         "",
@@ -209,8 +216,10 @@ def run_lines(run: RunData) -> list[str]:
         f"| **{m['micro_ap']:.4f}** | **{m['recall_at_p90']:.4f}** | "
         + (f"{threshold:.4f}" if threshold is not None else "n/a")
         + f" | {m['recall_at_rank1']:.4f} | {m['recall_at_rank10']:.4f} |",
-        *table("edit (copies whose chain has it)", breakdown(run, "edit")),
-        *table("source kind of the reference", breakdown(run, "source")),
+        "",
+        f"Weakest edits (top-1): {weakest(edits)}; weakest sources: {weakest(sources)}.",
+        *table("edit (copies whose chain has it)", edits),
+        *table("source kind of the reference", sources),
         "",
         "| distractor source kind | distractors | with a prediction ≥ P90 threshold |",
         "|---|---:|---:|",
@@ -218,6 +227,12 @@ def run_lines(run: RunData) -> list[str]:
         "",
     ]
     return lines
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (as a command would name it)."""
+    resolved = path.absolute()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def git_commit() -> str:
@@ -244,9 +259,12 @@ def render(runs: Sequence[RunData], argv: Sequence[str]) -> str:
         "Reproduce:",
         "",
         "```bash",
-        "make benchmark-data   # or the make_benchmark_data.py command above",
-        ".venv/bin/python benchmarks/accuracy.py --bench benchmarks/work/bench2 "
-        "--run-dir benchmarks/work/bench2_run --results /tmp/scratch.md",
+        "make benchmark-data   # bench2; the first bench: benchmarks/make_benchmark_data.py",
+        *(
+            f".venv/bin/python benchmarks/accuracy.py --bench {relative(run.bench)} "
+            f"--run-dir {relative(run.run_dir)} --results /tmp/scratch.md"
+            for run in runs
+        ),
         " ".join([".venv/bin/python", "benchmarks/breakdown.py", *argv]),
         "```",
     ]
