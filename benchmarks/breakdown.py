@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from accuracy import ablation_lines  # noqa: E402
 from results_file import replace_section  # noqa: E402
 
 from copydetect.metrics import GroundTruthMatch, PredictedMatch, evaluate
@@ -187,6 +188,17 @@ def table(title: str, rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def reference_kinds(run: RunData) -> str:
+    """How many references each kind of source gave, most first."""
+    kinds = source_kinds(run.bench)
+    counts = collections.Counter(
+        kinds.get(Path(row["source"]).name.split("__")[0], "?")
+        for row in read_csv(run.bench / "sources.csv")
+        if row["role"] == "reference"
+    )
+    return ", ".join(f"{kind} {n}" for kind, n in counts.most_common())
+
+
 def weakest(rows: Sequence[Row], n: int = 5) -> str:
     """The ``n`` groups with the lowest top-1 share (``rows`` come weakest first)."""
     groups = [r for r in rows if r.group != "all copies"][:n]
@@ -210,12 +222,14 @@ def run_lines(run: RunData) -> list[str]:
         f"{record.get('date', '?')}, {record.get('seconds', 0):.0f} s wall, config overrides: "
         + (", ".join(f"`{o}`" for o in record.get("overrides", [])) or "none"),
         f"- benchmark built by: `{build.get('command', '?')}`",
+        f"- references by source kind: {reference_kinds(run)}",
         "",
         "| micro-AP | recall@P90 | threshold@P90 | recall@1 | recall@10 |",
         "|---:|---:|---:|---:|---:|",
         f"| **{m['micro_ap']:.4f}** | **{m['recall_at_p90']:.4f}** | "
         + (f"{threshold:.4f}" if threshold is not None else "n/a")
         + f" | {m['recall_at_rank1']:.4f} | {m['recall_at_rank10']:.4f} |",
+        *ablation_lines(run.run_dir),
         "",
         f"Weakest edits (top-1): {weakest(edits)}; weakest sources: {weakest(sources)}.",
         *table("edit (copies whose chain has it)", edits),

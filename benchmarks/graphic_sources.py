@@ -18,6 +18,7 @@ those stays independent of this one.
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ def license_paragraphs(min_chars: int = 200) -> list[str]:
         seen.add(real)
         for block in real.read_text(errors="replace").split("\n\n"):
             text = " ".join(block.split())
-            if len(text) >= min_chars:
+            if len(text) >= min_chars and text not in paragraphs:  # GPL variants repeat some
                 paragraphs.append(text)
     return paragraphs
 
@@ -139,9 +140,10 @@ def wrap(
     return [*lines, line] if line else lines
 
 
-def text_page(rng: random.Random, paragraphs: list[str], side: int) -> tuple[Image.Image, str]:
+def text_page(rng: random.Random, paragraphs: Iterator[str], side: int) -> tuple[Image.Image, str]:
     """One page: a heading and a wrapped body in one font and script, on a plain background;
-    returns the image and a description (script, font)."""
+    a Latin page takes the next three of ``paragraphs``. Returns the image and a description
+    (script, font)."""
     script = "latin" if rng.random() < 0.5 else rng.choice(sorted(SCRIPT_LETTERS))
     font_path = find_font([rng.choice(PAGE_FONTS[script]), *PAGE_FONTS[script]])
     if font_path is None:  # no font for this script: Latin in the first installed Latin font
@@ -152,7 +154,7 @@ def text_page(rng: random.Random, paragraphs: list[str], side: int) -> tuple[Ima
     font = ImageFont.truetype(str(font_path), size)
     heading = ImageFont.truetype(str(font_path), round(size * rng.uniform(1.4, 2.2)))
     if script == "latin":
-        body = " ".join(rng.choice(paragraphs) for _ in range(3))
+        body = " ".join(next(paragraphs) for _ in range(3))
     else:
         body = pseudo_text(rng, script, 120)
     paper = rng.choice([(255, 255, 255), (250, 246, 232), (235, 240, 250), (30, 30, 34)])
@@ -181,6 +183,10 @@ def text_pages(n: int, side: int, seed: int = 0) -> Iterator[tuple[str, str, Ima
     paragraphs = license_paragraphs()
     if not paragraphs or find_font(PAGE_FONTS["latin"]) is None:
         return
+    # Pages take paragraphs in a seeded order without repeats (until all are used): two pages
+    # that share a paragraph, set in one font, would be unlabeled partial copies.
+    random.Random(f"{seed}:paragraphs").shuffle(paragraphs)
+    cursor = itertools.cycle(paragraphs)
     for i in range(n):
-        page, description = text_page(random.Random(f"{seed}:text-page:{i}"), paragraphs, side)
+        page, description = text_page(random.Random(f"{seed}:text-page:{i}"), cursor, side)
         yield f"page{i:04d}", description, page

@@ -111,8 +111,11 @@ class Package:
         return f"{self.name} ({self.kind})" if self.graphic and self.stamps else self.name
 
     def graphics(self) -> list[Path]:
-        """Raster and SVG files of a graphics package (aliases once), sorted."""
-        return unique_files(self.folder, GRAPHIC_SUFFIXES, self.skip)
+        """Raster and SVG files of a graphics package (aliases once), sorted; of a picture
+        shipped both as SVG and as raster (Tux Paint's stamps), the SVG only."""
+        files = unique_files(self.folder, GRAPHIC_SUFFIXES, self.skip)
+        svgs = {p.with_suffix("") for p in files if p.suffix.lower() == ".svg"}
+        return [p for p in files if p.suffix.lower() == ".svg" or p.with_suffix("") not in svgs]
 
     def images(self) -> list[Path]:
         """Raster images of the package, sorted; empty when the package is not installed."""
@@ -446,11 +449,27 @@ def photographic_stamps(package: Package, filters: Filters, tally: Tally) -> Ite
         yield Candidate(f"{package.short}__{stem}", path, None, stamp)
 
 
+def photographic_twin(svg: Path, filters: Filters) -> bool:
+    """Whether an SVG stamp's raster twin (same stem) passes the photographic filter, i.e. is
+    already a source of the photographic stamps."""
+    if svg.suffix.lower() != ".svg":
+        return False
+    for suffix in RASTER_SUFFIXES:
+        twin = svg.with_suffix(suffix)
+        if twin.is_file():
+            with Image.open(twin) as im:
+                return min(im.size) >= filters.min_stamp and is_photographic(im, filters)
+    return False
+
+
 def graphics(package: Package, filters: Filters, tally: Tally) -> Iterator[Candidate]:
     """Whole non-photographic images (clip-art stamps: only those the photographic filter
     refuses), on white, fitted to a tile; small rasters and flat images counted and dropped."""
     for path in package.graphics():
         tally.pictures += 1
+        if package.stamps and photographic_twin(path, filters):
+            tally.skipped += 1  # the photographic stamps have its raster version
+            continue
         if path.suffix.lower() != ".svg":
             with Image.open(path) as im:
                 small = min(im.size) < filters.min_graphic

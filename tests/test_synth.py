@@ -412,3 +412,15 @@ def test_icon_aliases_count_once_and_skipped_folders_stay_out(
     _photo(2).save(tmp_path / "mimetypes" / "doc.png")
     found = graphic_sources.unique_files(tmp_path, (".png",), ("/mimetypes/",))
     assert found == [(tmp_path / "apps" / "a.png").resolve()]
+
+
+def test_a_stamp_shipped_as_svg_and_png_counts_once(
+    graphic_sources: object, tmp_path: Path
+) -> None:
+    import make_benchmark_data as mbd
+
+    _photo(1).save(tmp_path / "star.png")
+    (tmp_path / "star.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    _photo(2).save(tmp_path / "moon.png")
+    package = mbd.Package("p", "p", tmp_path, graphic=True)
+    assert [p.name for p in package.graphics()] == ["moon.png", "star.svg"]
