@@ -265,6 +265,13 @@ def render(runs: Sequence[RunData], argv: Sequence[str]) -> str:
         "- top-1 right: the copy's best-scored reference is its own; micro-AP: the ISC2021",
         "  micro-AP of the group's copies pooled with all distractors' predictions; found ≥ P90",
         "  threshold: the copy's true pair scores at least the run's threshold at precision 0.9",
+        "- bench2 (`make benchmark-data`): the first benchmark's wallpaper tiles and photographic",
+        "  stamps plus clip art (Tux Paint stamps that are not photographic), icons (Oxygen,",
+        "  Tango), line drawings (Tux Paint starters), plots (octave-doc) and typeset text pages",
+        "  in seven scripts; copies and distractors drawn from the `disc21` edit set (25 kinds,",
+        "  1–3 per chain). Caveat: Oxygen builds icons from shared parts (a server inside",
+        "  network-server-database) and some repeated-pattern wallpaper tiles pass the pattern",
+        "  filter, so a few top false positives are unlabeled partial copies",
         "",
     ]
     for run in runs:
