@@ -114,15 +114,13 @@ def license_paragraphs(min_chars: int = 200) -> list[str]:
 
 
 def pseudo_text(rng: random.Random, script: str, n_words: int) -> str:
-    """Words of 2–8 random letters of a non-Latin script, with its sample phrases mixed in."""
+    """Words of 2–8 random letters of a non-Latin script. No fixed phrase is mixed in: two
+    pages in one font that shared words would be unlabeled partial copies."""
     low, high = SCRIPT_LETTERS[script]
-    words = []
-    for _ in range(n_words):
-        if rng.random() < 0.1:
-            words.append(rng.choice(SCRIPTS[script][0]))
-        else:
-            words.append("".join(chr(rng.randint(low, high)) for _ in range(rng.randint(2, 8))))
-    return " ".join(words)
+    return " ".join(
+        "".join(chr(rng.randint(low, high)) for _ in range(rng.randint(2, 8)))
+        for _ in range(n_words)
+    )
 
 
 def wrap(
