@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 OPENCV_PIN := $(shell grep -E '^opencv-python-headless==' requirements-opencv.txt)
 
-.PHONY: demo demo-data test lint unit-tests browser clean-demo gpu-check
+.PHONY: demo demo-data test lint unit-tests browser clean-demo gpu-check benchmark-data
 
 # The environment: pinned requirements, then exactly one OpenCV build. ultralytics pulls the GUI
 # build and both builds unpack into the same cv2/ folder, so both are removed and the headless
@@ -77,6 +77,25 @@ browser:
 		apt-get update && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends chromium; \
 	fi
+
+# The harder accuracy benchmark benchmarks/work/bench2 (benchmarks/make_benchmark_data.py
+# --graphics: wallpapers, photographs, clip art, icons, line drawings, figures and text pages from
+# Debian packages; the synthesizer's disc21 edit set). Installs the packages (and the fonts the
+# edits draw with) as root; as a user, it prints the apt-get line and stops.
+BENCH_ARGS := --graphics --edit-set disc21
+benchmark-data: $(VENV)/.installed
+	@apt="$$($(BIN)/python benchmarks/make_benchmark_data.py $(BENCH_ARGS) --apt-packages)"; \
+	if ! dpkg -s $$apt >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "make benchmark-data: run as root or first:" >&2; \
+			echo "  sudo apt-get install -y --no-install-recommends $$apt" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends $$apt; \
+	fi
+	$(BIN)/python benchmarks/make_benchmark_data.py $(BENCH_ARGS) \
+		--sources-dir benchmarks/work/bench2_sources --out benchmarks/work/bench2
 
 clean-demo:
 	rm -rf results .snakemake

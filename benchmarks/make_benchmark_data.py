@@ -53,20 +53,38 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from graphic_sources import load_graphic, text_pages, unique_files  # noqa: E402
 from PIL import Image
 
-from copydetect.synth import SynthesisConfig, fit_max_side, synthesize
+from copydetect.synth import EDIT_SETS, SynthesisConfig, fit_max_side, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("make_benchmark_data")
 
 WORK = ROOT / "benchmarks" / "work"
-APT_COMMAND = (
-    "apt-get install -y --no-install-recommends plasma-workspace-wallpapers gnome-backgrounds "
-    "mate-backgrounds ukui-wallpapers tuxpaint-stamps-default"
+APT_PACKAGES = (
+    "plasma-workspace-wallpapers",
+    "gnome-backgrounds",
+    "mate-backgrounds",
+    "ukui-wallpapers",
+    "tuxpaint-stamps-default",
 )
-RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the packages' SVGs have no decoder here
+RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # wallpapers and photo stamps: raster only
+GRAPHIC_SUFFIXES = (*RASTER_SUFFIXES, ".svg", ".gif")  # graphics: SVG through rsvg-convert
+# --graphics: the packages of the non-photographic sources (graphic_sources.py), the fonts of the
+# text pages and of the disc21 edits (text in several scripts, emoji), and the SVG rasterizer.
+GRAPHICS_APT = (
+    "oxygen-icon-theme",
+    "tango-icon-theme",
+    "tuxpaint-data",
+    "octave-doc",
+    "fonts-dejavu-core",
+    "fonts-dejavu-extra",
+    "fonts-noto-core",
+    "fonts-noto-color-emoji",
+    "librsvg2-bin",
+)
 TARGET_SOURCES = 900
 MIN_DETAIL_STD = 2.0  # gray levels: a tile center with less fine structure is not compared
 # Size and light/dark suffixes of one wallpaper's variants: Elephants_3840x2160, adwaita-d,
@@ -83,6 +101,21 @@ class Package:
     folder: Path
     recursive: bool = True
     stamps: bool = False  # Tux Paint stamps (whole images) rather than wallpapers (tiled)
+    kind: str = "wallpaper"  # what the sources look like, reported per kind
+    graphic: bool = False  # whole non-photographic images, SVG too (see graphic_sources.py)
+    skip: tuple[str, ...] = ()  # graphics: leave out paths containing one of these
+
+    @property
+    def label(self) -> str:
+        """The name in tallies and records; Tux Paint's stamps serve two kinds."""
+        return f"{self.name} ({self.kind})" if self.graphic and self.stamps else self.name
+
+    def graphics(self) -> list[Path]:
+        """Raster and SVG files of a graphics package (aliases once), sorted; of a picture
+        shipped both as SVG and as raster (Tux Paint's stamps), the SVG only."""
+        files = unique_files(self.folder, GRAPHIC_SUFFIXES, self.skip)
+        svgs = {p.with_suffix("") for p in files if p.suffix.lower() == ".svg"}
+        return [p for p in files if p.suffix.lower() == ".svg" or p.with_suffix("") not in svgs]
 
     def images(self) -> list[Path]:
         """Raster images of the package, sorted; empty when the package is not installed."""
@@ -97,8 +130,59 @@ PACKAGES = (
     Package("gnome-backgrounds", "gnome", Path("/usr/share/backgrounds/gnome")),
     Package("mate-backgrounds", "mate", Path("/usr/share/backgrounds/mate")),
     Package("ukui-wallpapers", "ukui", Path("/usr/share/backgrounds"), recursive=False),
-    Package("tuxpaint-stamps-default", "tuxpaint", Path("/usr/share/tuxpaint/stamps"), stamps=True),
+    Package(
+        "tuxpaint-stamps-default",
+        "tuxpaint",
+        Path("/usr/share/tuxpaint/stamps"),
+        stamps=True,
+        kind="photo stamp",
+    ),
 )
+# Sources unlike photographs (--graphics), after the photographic ones so that those are kept
+# as before; file-type icons are left out (one page shape with a small emblem, hundreds of times).
+GRAPHIC_PACKAGES = (
+    Package(
+        "tuxpaint-stamps-default",
+        "clipart",
+        Path("/usr/share/tuxpaint/stamps"),
+        stamps=True,
+        kind="clip art",
+        graphic=True,
+    ),
+    Package(
+        "oxygen-icon-theme",
+        "oxygen",
+        Path("/usr/share/icons/oxygen/base/256x256"),
+        kind="icon",
+        graphic=True,
+        skip=("/mimetypes/",),
+    ),
+    Package(
+        "tango-icon-theme",
+        "tango",
+        Path("/usr/share/icons/Tango/scalable"),
+        kind="icon",
+        graphic=True,
+        skip=("/mimetypes/",),
+    ),
+    Package(
+        "tuxpaint-data",
+        "starter",
+        Path("/usr/share/tuxpaint/starters"),
+        kind="line drawing",
+        graphic=True,
+        skip=("-back.",),  # a starter's colored background layer, not its drawing
+    ),
+    Package(
+        "octave-doc",
+        "octave",
+        Path("/usr/share/doc/octave/octave.html"),
+        recursive=False,
+        kind="figure",
+        graphic=True,
+    ),
+)
+TEXT_PACKAGE = Package("fonts-noto-core", "text", Path("/usr/share/fonts"), kind="text page")
 
 
 @dataclass(frozen=True)
@@ -112,6 +196,8 @@ class Filters:
     min_std: float = 18.0  # grayscale standard deviation below which a tile is flat
     max_correlation: float = 0.9  # thumbnail correlation above which a source is a duplicate
     min_stamp: int = 150  # both sides of a stamp, px
+    min_graphic: int = 96  # both sides of a raster graphic (icon, clip art, drawing), px
+    text_pages: int = 200  # text pages typeset (--graphics)
     min_entropy: float = 5.5  # color entropy (bits, 5-bit channels) of a photographic stamp
     max_top_colors: float = 0.2  # share of a stamp's pixels in its 16 most frequent colors
     thumb: int = 16  # side of the duplicate-detection thumbnail
@@ -136,7 +222,7 @@ class SourceSet:
     """The written sources with their manifest rows and per-package tallies."""
 
     paths: list[Path] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)  # file, package, origin, box
+    rows: list[list[str]] = field(default_factory=list)  # file, package, origin, box, kind
     tallies: dict[str, Tally] = field(default_factory=dict)
 
 
@@ -144,8 +230,15 @@ class SourceSet:
 
 
 def missing_packages(packages: Sequence[Package] = PACKAGES) -> list[str]:
-    """Names of the packages whose folder is absent or holds no raster image."""
-    return [p.name for p in packages if not p.images()]
+    """Names of the packages whose folder is absent or holds no image (the text pages: no
+    DejaVu or Noto font)."""
+    return [p.name for p in packages if not has_pictures(p)]
+
+
+def has_pictures(package: Package) -> bool:
+    if package is TEXT_PACKAGE:
+        return next(text_pages(1, 64), None) is not None
+    return bool(package.graphics() if package.graphic else package.images())
 
 
 def variant_key(path: Path, package: Package) -> str:
@@ -356,7 +449,66 @@ def photographic_stamps(package: Package, filters: Filters, tally: Tally) -> Ite
         yield Candidate(f"{package.short}__{stem}", path, None, stamp)
 
 
-def collect_sources(out_dir: Path, filters: Filters) -> SourceSet:
+def photographic_twin(svg: Path, filters: Filters) -> bool:
+    """Whether an SVG stamp's raster twin (same stem) passes the photographic filter, i.e. is
+    already a source of the photographic stamps."""
+    if svg.suffix.lower() != ".svg":
+        return False
+    for suffix in RASTER_SUFFIXES:
+        twin = svg.with_suffix(suffix)
+        if twin.is_file():
+            with Image.open(twin) as im:
+                return min(im.size) >= filters.min_stamp and is_photographic(im, filters)
+    return False
+
+
+def graphics(package: Package, filters: Filters, tally: Tally) -> Iterator[Candidate]:
+    """Whole non-photographic images (clip-art stamps: only those the photographic filter
+    refuses), on white, fitted to a tile; small rasters and flat images counted and dropped."""
+    for path in package.graphics():
+        tally.pictures += 1
+        if package.stamps and photographic_twin(path, filters):
+            tally.skipped += 1  # the photographic stamps have its raster version
+            continue
+        if path.suffix.lower() != ".svg":
+            with Image.open(path) as im:
+                small = min(im.size) < filters.min_graphic
+                if small or (package.stamps and is_photographic(im, filters)):
+                    tally.skipped += 1
+                    continue
+        image = load_graphic(path, filters.tile, rgb_on_white)
+        if image is None:
+            tally.skipped += 1
+            continue
+        if gray_std(image) < filters.min_std:
+            tally.flat += 1
+            continue
+        # The suffix stays in the name: a stamp may ship as both star.png and star.svg.
+        stem = slug(path.relative_to(package.folder.resolve()).as_posix())
+        yield Candidate(f"{package.short}__{stem}", path, None, image)
+
+
+def typeset_pages(package: Package, filters: Filters, tally: Tally) -> Iterator[Candidate]:
+    """Seeded text pages (graphic_sources.text_pages) as candidates."""
+    for name, description, page in text_pages(filters.text_pages, filters.tile):
+        tally.pictures += 1
+        yield Candidate(f"{package.short}__{name}", Path(description), None, page)
+
+
+def candidates(package: Package, filters: Filters, tally: Tally) -> Iterator[Candidate]:
+    """The would-be sources of one package, by its kind."""
+    if package is TEXT_PACKAGE:
+        return typeset_pages(package, filters, tally)
+    if package.graphic:
+        return graphics(package, filters, tally)
+    if package.stamps:
+        return photographic_stamps(package, filters, tally)
+    return wallpaper_tiles(package, filters, tally)
+
+
+def collect_sources(
+    out_dir: Path, filters: Filters, packages: Sequence[Package] = PACKAGES
+) -> SourceSet:
     """Write every kept source of every package as ``out_dir/{name}.png`` (the folder is
     emptied first, so a stricter filter never leaves stale files) plus ``manifest.csv``."""
     if out_dir.exists():
@@ -364,24 +516,25 @@ def collect_sources(out_dir: Path, filters: Filters) -> SourceSet:
     out_dir.mkdir(parents=True)
     dedup = DuplicateFilter(filters)
     sources = SourceSet()
-    for package in PACKAGES:
-        tally = sources.tallies.setdefault(package.name, Tally())
-        make = photographic_stamps if package.stamps else wallpaper_tiles
-        for cand in make(package, filters, tally):
+    for package in packages:
+        tally = sources.tallies.setdefault(package.label, Tally())
+        for cand in candidates(package, filters, tally):
             refused = dedup.check(cand.image, str(cand.origin))
             if refused:
                 setattr(tally, f"{refused}s", getattr(tally, f"{refused}s") + 1)
                 continue
             path = out_dir / f"{cand.name}.png"
+            if path.exists():  # two sources under one name would make one file of two images
+                raise ValueError(f"two sources named {path.name}: {cand.origin}")
             cand.image.save(path, format="PNG")
             sources.paths.append(path)
             box = " ".join(map(str, cand.box)) if cand.box else ""
-            sources.rows.append([path.name, package.name, str(cand.origin), box])
+            sources.rows.append([path.name, package.label, str(cand.origin), box, package.kind])
             tally.kept += 1
-        log.info("%s: %s", package.name, tally)
+        log.info("%s: %s", package.label, tally)
     with (out_dir / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "package", "origin", "box"])
+        writer.writerow(["file", "package", "origin", "box", "kind"])
         writer.writerows(sources.rows)
     return sources
 
@@ -429,13 +582,20 @@ def used_by_package(bench: Path, sources: SourceSet) -> dict[str, dict[str, int]
 
 
 def write_build_record(
-    bench: Path, sources: SourceSet, filters: Filters, argv: Sequence[str] | None
+    bench: Path,
+    sources: SourceSet,
+    filters: Filters,
+    argv: Sequence[str] | None,
+    edit_set: str = "default",
 ) -> dict:
     """Write ``bench/build.json``: the command, the filters, the sources kept and used per
     package (``benchmarks/accuracy.py`` reports it). The synthesizer leaves other files alone."""
     args = list(sys.argv[1:] if argv is None else argv)
     record = {
         "command": shlex.join([".venv/bin/python", "benchmarks/make_benchmark_data.py", *args]),
+        "edit_set": edit_set,
+        # file-name prefix (before "__") -> kind of source, for per-kind tables
+        "kinds": {row[0].split("__")[0]: row[4] for row in sources.rows},
         "filters": asdict(filters),
         "kept": {name: tally.kept for name, tally in sources.tallies.items()},
         "used": used_by_package(bench, sources),
@@ -466,7 +626,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-stamp", type=int, default=defaults.min_stamp)
     parser.add_argument("--min-entropy", type=float, default=defaults.min_entropy)
     parser.add_argument("--max-top-colors", type=float, default=defaults.max_top_colors)
+    parser.add_argument("--min-graphic", type=int, default=defaults.min_graphic)
+    parser.add_argument("--text-pages", type=int, default=defaults.text_pages)
+    parser.add_argument(
+        "--graphics",
+        action="store_true",
+        help="add sources unlike photographs: clip art, icons, line drawings, figures, text pages",
+    )
+    parser.add_argument(
+        "--edit-set", choices=sorted(EDIT_SETS), default="default", help="the synthesizer's edits"
+    )
     parser.add_argument("--contact-sheet", type=Path, help="also write a PNG of 40 sources")
+    parser.add_argument(
+        "--apt-packages", action="store_true", help="print the Debian packages needed and exit"
+    )
     parser.add_argument("--sources-only", action="store_true", help="skip the synthesizer")
     return parser
 
@@ -475,10 +648,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Check the packages, collect the sources, synthesize the benchmark; exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    missing = missing_packages()
+    apt = [*APT_PACKAGES, *(GRAPHICS_APT if args.graphics else ())]
+    if args.apt_packages:
+        print(" ".join(apt))
+        return 0
+    packages = [*PACKAGES, *GRAPHIC_PACKAGES, TEXT_PACKAGE] if args.graphics else list(PACKAGES)
+    missing = missing_packages(packages)
     if missing:
+        command = "apt-get install -y --no-install-recommends " + " ".join(apt)
         print(
-            f"missing picture packages: {', '.join(missing)}\ninstall them with:\n  {APT_COMMAND}",
+            f"missing picture packages: {', '.join(missing)}\ninstall them with:\n  {command}"
+            "\n(or: make benchmark-data)",
             file=sys.stderr,
         )
         return 1
@@ -491,8 +671,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_stamp=args.min_stamp,
         min_entropy=args.min_entropy,
         max_top_colors=args.max_top_colors,
+        min_graphic=args.min_graphic,
+        text_pages=args.text_pages,
     )
-    sources = collect_sources(args.sources_dir, filters)
+    sources = collect_sources(args.sources_dir, filters, packages)
     print_tallies(sources)
     if args.contact_sheet:
         contact_sheet(sources.paths, args.contact_sheet)
@@ -511,13 +693,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_training=args.training,
         seed=args.seed,
         max_side=args.max_side,
+        edit_set=args.edit_set,
     )
     try:
         summary = synthesize(sources.paths, args.out, cfg)
     except ValueError as exc:  # too few sources for the requested counts
         print(f"{exc}\nlower --tile or raise --max-tiles for more tiles", file=sys.stderr)
         return 2
-    record = write_build_record(args.out, sources, filters, argv)
+    record = write_build_record(args.out, sources, filters, argv, args.edit_set)
     print(f"benchmark in {args.out}: {summary}")
     print(f"sources used, by package and role: {json.dumps(record['used'])}")
     return 0

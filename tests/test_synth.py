@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import random
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +241,186 @@ def test_skimage_sources_writes_distinct_tiles(
     assert len(hashes) == len(paths)
     with Image.open(paths[0]) as tile:
         assert min(tile.size) >= 128
+
+
+# --- The disc21 edit set ---
+
+NEW_EDITS = (
+    "aspect", "blend", "emoji", "jpeg_heavy", "meme", "perspective_strong", "pixelize",
+    "screenshot", "shuffle", "skew", "stripes", "text_script", "vflip",
+)  # fmt: skip
+
+
+@pytest.fixture
+def no_fonts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without Debian's fonts: an empty font folder, caches emptied around it."""
+    monkeypatch.setattr(synth, "FONT_ROOT", tmp_path / "no-fonts")
+    synth._installed_fonts.cache_clear()
+    yield
+    synth._installed_fonts.cache_clear()
+
+
+def test_default_set_is_the_demo_set_and_disc21_adds_the_new_kinds() -> None:
+    old = {"crop", "overlay", "text", "hflip", "rotate", "color", "grayscale", "blur", "jpeg"}
+    assert set(synth.EDIT_SETS["default"]) == old | {"pad", "perspective", "shapes"}
+    assert set(synth.EDIT_SETS["disc21"]) == set(synth.EDIT_SETS["default"]) | set(NEW_EDITS)
+    assert set(synth.EDIT_SETS["disc21"]) == set(EDITS)
+    assert SynthesisConfig(n_references=1, n_copy_queries=0, n_distractors=0).edit_set == "default"
+
+
+def test_unknown_edit_set_and_too_many_edits_are_refused() -> None:
+    with pytest.raises(ValueError, match="edit_set must be one of"):
+        SynthesisConfig(n_references=1, n_copy_queries=0, n_distractors=0, edit_set="nope")
+    with pytest.raises(ValueError, match="max_edits <= 12"):
+        SynthesisConfig(n_references=1, n_copy_queries=0, n_distractors=0, max_edits=13)
+    SynthesisConfig(n_references=1, n_copy_queries=0, n_distractors=0, max_edits=13,
+                    edit_set="disc21")  # fmt: skip
+
+
+def test_disc21_chains_draw_from_the_new_kinds(sources: list[Path], tmp_path: Path) -> None:
+    cfg = SynthesisConfig(**{**vars(CFG), "edit_set": "disc21", "n_copy_queries": 30})
+    synthesize(sources, tmp_path / "d", cfg)
+    ops = [
+        step for row in _read_csv(tmp_path / "d" / "edits.csv") for step in json.loads(row["edits"])
+    ]
+    assert {s["op"] for s in ops} & set(NEW_EDITS)  # 30+ edits of 25 kinds: some are new
+    assert all("background" in s for s in ops if s["op"] in ("blend", "overlay"))
+    default_ops = {
+        step["op"]
+        for row in _read_csv(_out(sources, tmp_path / "o")) for step in json.loads(row["edits"])
+    }  # fmt: skip
+    assert not default_ops & set(NEW_EDITS)
+
+
+def _out(sources: list[Path], out: Path) -> Path:
+    synthesize(sources, out, SynthesisConfig(**{**vars(CFG), "n_copy_queries": 30}))
+    return out / "edits.csv"
+
+
+def test_pixelize_makes_flat_blocks() -> None:
+    img = _photo(3, (96, 96))
+    out, params = synth.edit_pixelize(img, random.Random(1))
+    arr = np.asarray(out)
+    same = (arr[:, 1:] == arr[:, :-1]).all(axis=2).mean()
+    assert same > 0.7, f"neighbours equal in {same:.2f} of places at ratio {params['ratio']}"
+
+
+def test_shuffle_moves_pixels_but_keeps_them() -> None:
+    img = _photo(4, (64, 48))
+    out, _ = synth.edit_shuffle(img, random.Random(2))
+    before, after = np.asarray(img).reshape(-1, 3), np.asarray(out).reshape(-1, 3)
+    assert not np.array_equal(before, after)
+    assert np.array_equal(np.sort(before, axis=0), np.sort(after, axis=0))
+
+
+def test_vflip_and_heavy_jpeg() -> None:
+    img = _photo(5, (40, 30))
+    assert np.array_equal(np.asarray(synth.edit_vflip(img, random.Random(0))[0]),
+                          np.asarray(img)[::-1])  # fmt: skip
+    for seed in range(20):
+        assert 3 <= synth.edit_jpeg_heavy(img, random.Random(seed))[1]["quality"] <= 15
+
+
+def test_skew_widens_the_canvas_along_its_axis() -> None:
+    img = _photo(6, (60, 40))
+    for seed in range(10):
+        out, params = synth.edit_skew(img, random.Random(seed))
+        grown = out.width - img.width if params["axis"] == "x" else out.height - img.height
+        assert grown >= round(math.tan(math.radians(10)) * min(img.size)) - 1
+
+
+def test_screenshot_holds_the_image_unchanged_at_its_box() -> None:
+    img = _photo(7, (80, 60))
+    for seed in range(5):
+        out, params = synth.edit_screenshot(img, random.Random(seed))
+        assert np.array_equal(np.asarray(out.crop(tuple(params["box"]))), np.asarray(img))
+        assert out.width > img.width
+
+
+def test_meme_bar_sits_above_the_image() -> None:
+    img = _photo(8, (80, 60))
+    seed = next(s for s in range(50) if synth.edit_meme(img, random.Random(s))[1]["style"] == "bar")
+    out, params = synth.edit_meme(img, random.Random(seed))
+    assert out.height == img.height + params["bar"]
+    assert np.array_equal(np.asarray(out)[params["bar"] :], np.asarray(img))
+
+
+def test_blend_mixes_in_the_other_image() -> None:
+    img, other = Image.new("RGB", (20, 20), (0, 0, 0)), Image.new("RGB", (30, 10), (200, 200, 200))
+    out, params = synth.edit_blend(img, random.Random(0), other)
+    assert 0.2 <= params["alpha"] <= 0.55
+    assert np.asarray(out).mean() == pytest.approx(200 * params["alpha"], abs=1.5)
+
+
+def test_text_in_other_scripts_uses_a_covering_font() -> None:
+    if synth.find_font(["NotoSansArabic-Regular.ttf", "NotoSansArabic-Bold.ttf"]) is None:
+        pytest.skip("fonts-noto-core is not installed")
+    scripts = {synth.edit_text_script(_photo(9), random.Random(s))[1]["script"] for s in range(40)}
+    assert {"arabic", "latin"} <= scripts
+
+
+@pytest.mark.usefixtures("no_fonts")
+def test_font_edits_fall_back_without_debian_fonts() -> None:
+    img = _photo(10)
+    for seed in range(10):
+        _, params = synth.edit_text_script(img, random.Random(seed))
+        assert (params["script"], params["font"]) == ("latin", "pillow-default")
+    out, params = synth.edit_emoji(img, random.Random(0))
+    assert set(params["glyphs"]) == {"smiley"} and out.tobytes() != img.tobytes()
+    for edit in (synth.edit_meme, synth.edit_screenshot):
+        assert edit(img, random.Random(0))[0].mode == "RGB"
+
+
+def test_emoji_come_from_the_color_font() -> None:
+    if synth.find_font([synth.EMOJI_FONT]) is None:
+        pytest.skip("fonts-noto-color-emoji is not installed")
+    out, params = synth.edit_emoji(_photo(11, (200, 200)), random.Random(0))
+    assert all(g.startswith("U+") for g in params["glyphs"])
+
+
+# --- Non-photographic sources of the harder benchmark (benchmarks/graphic_sources.py) ---
+
+
+@pytest.fixture
+def graphic_sources() -> object:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import graphic_sources
+
+    return graphic_sources
+
+
+def test_text_pages_are_seeded_and_distinct(graphic_sources: object) -> None:
+    if synth.find_font(["DejaVuSans.ttf"]) is None:
+        pytest.skip("fonts-dejavu-core is not installed")
+    first = [(n, d, p.tobytes()) for n, d, p in graphic_sources.text_pages(4, 96)]
+    again = [(n, d, p.tobytes()) for n, d, p in graphic_sources.text_pages(4, 96)]
+    assert first == again and len({page for _, _, page in first}) == 4
+
+
+@pytest.mark.usefixtures("no_fonts")
+def test_no_text_pages_without_fonts(graphic_sources: object) -> None:
+    assert list(graphic_sources.text_pages(3, 96)) == []
+
+
+def test_icon_aliases_count_once_and_skipped_folders_stay_out(
+    graphic_sources: object, tmp_path: Path
+) -> None:
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "mimetypes").mkdir()
+    _photo(1).save(tmp_path / "apps" / "a.png")
+    (tmp_path / "apps" / "alias.png").symlink_to(tmp_path / "apps" / "a.png")
+    _photo(2).save(tmp_path / "mimetypes" / "doc.png")
+    found = graphic_sources.unique_files(tmp_path, (".png",), ("/mimetypes/",))
+    assert found == [(tmp_path / "apps" / "a.png").resolve()]
+
+
+def test_a_stamp_shipped_as_svg_and_png_counts_once(
+    graphic_sources: object, tmp_path: Path
+) -> None:
+    import make_benchmark_data as mbd
+
+    _photo(1).save(tmp_path / "star.png")
+    (tmp_path / "star.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    _photo(2).save(tmp_path / "moon.png")
+    package = mbd.Package("p", "p", tmp_path, graphic=True)
+    assert [p.name for p in package.graphics()] == ["moon.png", "star.svg"]

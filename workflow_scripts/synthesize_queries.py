@@ -1,8 +1,9 @@
 """Rule synthesize_queries: build the labeled benchmark (see ``copydetect.synth``).
 
 ``params.synthesize`` is the config's ``synthesize`` section: ``sources`` is a folder (or glob) of
-photographs, or ``skimage`` for tiles of scikit-image's bundled sample photos; the counts and the
-seed map onto ``SynthesisConfig``. ``output[0]`` is the benchmark folder.
+photographs, or ``skimage`` for tiles of scikit-image's bundled sample photos; the counts, the
+seed and ``edit_set`` (``default`` or ``disc21``) map onto ``SynthesisConfig``. ``output[0]`` is the
+benchmark folder.
 """
 
 import sys
@@ -24,6 +25,7 @@ def main() -> None:
         seed=int(params["seed"]),
         max_side=int(params["max_side"]),
         n_backgrounds=int(params["backgrounds"]),
+        edit_set=str(params["edit_set"]),
     )
     out_dir = Path(snakemake.output[0])
     sources = str(params["sources"])

@@ -2,9 +2,16 @@
 
 The sources are split (seeded, after sorting) into references, distractor sources, training
 images and an optional pool of overlay backgrounds. Each copy query is a reference with a chain
-of random edits (crop, overlay onto a non-reference background, text, flip, rotation, color
-jitter, grayscale, blur, JPEG, border, perspective warp, shape clutter); each distractor query is
-a non-reference image with the same kind of edits, so edits alone do not give distractors away.
+of random edits drawn from a named edit set; each distractor query is a non-reference image with
+the same kind of edits, so edits alone do not give distractors away. The sets (``EDIT_SETS``):
+
+- ``default`` (the demo's): crop, overlay onto a non-reference background, text, flip, rotation,
+  color jitter, grayscale, blur, JPEG, border, perspective warp, shape clutter;
+- ``disc21``: those plus the DISC21 kinds they lack: pixelization, local block shuffles, stripes,
+  skew, strong perspective, emoji, text in several scripts, screenshot and meme frames, blends
+  with another image, vertical flip, heavy JPEG (quality 3–15), aspect-ratio change. Fonts come
+  from Debian's packages (fonts-dejavu, fonts-noto-core, fonts-noto-color-emoji) when installed;
+  without them the edits fall back to Pillow's bundled font and a drawn smiley, and log it.
 
 Output layout (``out_dir``)::
 
@@ -263,6 +270,375 @@ def edit_shapes(img: Image.Image, rng: random.Random) -> EditResult:
     return out, {"op": "shapes", "count": len(kinds), "kinds": kinds}
 
 
+# --- DISC21 edit kinds (the "disc21" edit set; the demo's "default" set leaves them out) ---
+
+FONT_ROOT = Path("/usr/share/fonts")  # Debian's fonts (fonts-dejavu, fonts-noto-*) when present
+# Script -> (sample phrases, font files that cover it, best first). A script whose fonts are all
+# absent falls back to Latin in Pillow's bundled font, and the edit log says so.
+SCRIPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "latin": (
+        ("breaking news", "limited offer", "follow for more", "not a copy"),
+        ("DejaVuSans-Bold.ttf", "NotoSans-Bold.ttf", "DejaVuSerif.ttf"),
+    ),
+    "cyrillic": (
+        (
+            "\u043f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440",
+            "\u043d\u043e\u0432\u043e\u0441\u0442\u0438",
+        ),
+        ("DejaVuSans.ttf", "NotoSans-Regular.ttf"),
+    ),
+    "greek": (
+        ("\u03b3\u03b5\u03b9\u03ac \u03c3\u03bf\u03c5 \u03ba\u03cc\u03c3\u03bc\u03b5",),
+        ("DejaVuSans.ttf", "NotoSans-Regular.ttf"),
+    ),
+    "arabic": (
+        (
+            "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645",
+            "\u0623\u062e\u0628\u0627\u0631",
+        ),
+        ("NotoSansArabic-Bold.ttf", "NotoSansArabic-Regular.ttf", "NotoNaskhArabic-Regular.ttf"),
+    ),
+    "hebrew": (
+        ("\u05e9\u05dc\u05d5\u05dd \u05e2\u05d5\u05dc\u05dd",),
+        ("NotoSansHebrew-Bold.ttf", "NotoSansHebrew-Regular.ttf", "DejaVuSans.ttf"),
+    ),
+    "devanagari": (
+        ("\u0928\u092e\u0938\u094d\u0924\u0947 \u0926\u0941\u0928\u093f\u092f\u093e",),
+        ("NotoSansDevanagari-Bold.ttf", "NotoSansDevanagari-Regular.ttf"),
+    ),
+    "thai": (
+        ("\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e0a\u0e32\u0e27\u0e42\u0e25\u0e01",),
+        ("NotoSansThai-Bold.ttf", "NotoSansThai-Regular.ttf"),
+    ),
+}  # fmt: skip
+EMOJI_FONT = "NotoColorEmoji.ttf"
+EMOJI_SIZE = 109  # the only size of Noto Color Emoji's bitmap strikes
+# Code points of the pasted emoji (faces, heart, fire, thumbs up, party, rocket, cat, pizza).
+_EMOJI_CODES = (0x1F602, 0x1F60D, 0x1F525, 0x1F44D, 0x1F389, 0x1F4AF, 0x1F60E, 0x1F914, 0x2764)
+_EMOJIS = "".join(map(chr, (*_EMOJI_CODES, 0x1F680, 0x1F431, 0x1F355)))
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_fonts() -> dict[str, Path]:
+    """File name -> path of every TrueType/OpenType font under ``FONT_ROOT`` (first in sorted
+    order on a name clash); empty when the folder is absent."""
+    if not FONT_ROOT.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(FONT_ROOT.rglob("*")):
+        if path.suffix.lower() in (".ttf", ".otf", ".ttc"):
+            found.setdefault(path.name, path)
+    return found
+
+
+def find_font(names: Sequence[str]) -> Path | None:
+    """The first of ``names`` installed on this machine, or ``None``."""
+    fonts = _installed_fonts()
+    return next((fonts[n] for n in names if n in fonts), None)
+
+
+@functools.lru_cache(maxsize=128)
+def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+def script_font(
+    script: str, size: int
+) -> tuple[str, str, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    """(script actually used, font file name, font): the script's first installed font, else
+    Latin in Pillow's bundled font (it has no glyphs for the other scripts)."""
+    path = find_font(SCRIPTS[script][1])
+    if path is None:
+        return "latin", "pillow-default", _font(size)
+    return script, path.name, _truetype(str(path), size)
+
+
+def _draw_text_box(
+    out: Image.Image, rng: random.Random, text: str, font: Any, color: Color, stroke: int
+) -> list[int]:
+    """Draw ``text`` at a random place where it fits (clipped if it cannot); returns its xy."""
+    draw = ImageDraw.Draw(out)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=stroke)
+    x = rng.randint(0, max(0, out.width - (right - left))) - left
+    y = rng.randint(0, max(0, out.height - (bottom - top))) - top
+    draw.text((x, y), text, fill=color, font=font, stroke_width=stroke, stroke_fill=(0, 0, 0))
+    return [x, y]
+
+
+def edit_text_script(img: Image.Image, rng: random.Random) -> EditResult:
+    """Write a phrase in a random script (Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari,
+    Thai) with a Debian font that covers it, 6–20 % of the short side high."""
+    script = rng.choice(sorted(SCRIPTS))
+    text = rng.choice(SCRIPTS[script][0])
+    size = max(10, round(min(img.size) * rng.uniform(0.06, 0.2)))
+    color, stroke = _random_color(rng), rng.choice([0, 1, 2])
+    used, font_name, font = script_font(script, size)
+    if used != script:
+        text = rng.choice(SCRIPTS["latin"][0])
+    out = img.copy()
+    xy = _draw_text_box(out, rng, text, font, color, stroke)
+    params = {"op": "text_script", "script": used, "font": font_name, "text": text}
+    return out, {**params, "size": size, "color": list(color), "xy": xy}
+
+
+def _emoji_glyph(char: str, side: int) -> Image.Image | None:
+    """One color emoji as an RGBA square of ``side`` px, or ``None`` without the emoji font."""
+    path = find_font([EMOJI_FONT])
+    if path is None:
+        return None
+    try:
+        font = _truetype(str(path), EMOJI_SIZE)
+    except OSError:  # a FreeType build without color bitmap support
+        return None
+    glyph = Image.new("RGBA", (EMOJI_SIZE * 2, EMOJI_SIZE * 2), (0, 0, 0, 0))
+    ImageDraw.Draw(glyph).text((0, 0), char, font=font, embedded_color=True)
+    box = glyph.getbbox()
+    if box is None:
+        return None
+    return glyph.crop(box).resize((side, side), Image.Resampling.LANCZOS)
+
+
+def edit_emoji(img: Image.Image, rng: random.Random) -> EditResult:
+    """Paste 1–6 color emoji (Noto Color Emoji), 8–30 % of the short side, some turned; the
+    drawn smiley stands in when the font is absent."""
+    out = img.convert("RGBA")
+    placed = []
+    for _ in range(rng.randint(1, 6)):
+        char = rng.choice(_EMOJIS)
+        side = max(6, round(min(img.size) * rng.uniform(0.08, 0.3)))
+        angle = rng.choice([0, 0, rng.uniform(-40, 40)])
+        x, y = rng.randint(0, max(0, img.width - side)), rng.randint(0, max(0, img.height - side))
+        glyph = _emoji_glyph(char, side)
+        if glyph is None:
+            _draw_smiley(ImageDraw.Draw(out), (x, y, x + side, y + side))
+            placed.append("smiley")
+            continue
+        glyph = glyph.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+        out.alpha_composite(glyph, (x, y))
+        placed.append(f"U+{ord(char):X}")
+    return out.convert("RGB"), {"op": "emoji", "glyphs": placed}
+
+
+def edit_pixelize(img: Image.Image, rng: random.Random) -> EditResult:
+    """Downscale to 4–20 % of the size, then scale back up with nearest neighbour (blocks)."""
+    ratio = rng.uniform(0.04, 0.2)
+    small = (max(1, round(img.width * ratio)), max(1, round(img.height * ratio)))
+    out = img.resize(small, Image.Resampling.BOX).resize(img.size, Image.Resampling.NEAREST)
+    return out, {"op": "pixelize", "ratio": round(ratio, 3)}
+
+
+def edit_shuffle(img: Image.Image, rng: random.Random) -> EditResult:
+    """Local block shuffle: cut the image into b×b px blocks (b 2–8) and permute the blocks
+    inside each g×g group of neighbours (g 2–4), in 40–100 % of the groups."""
+    block, group = rng.choice([2, 3, 4, 6, 8]), rng.randint(2, 4)
+    fraction = rng.uniform(0.4, 1.0)
+    arr = np.array(img)
+    cell = block * group
+    gh, gw = arr.shape[0] // cell, arr.shape[1] // cell
+    if gh == 0 or gw == 0:  # smaller than one group: fall back to a single block grid
+        gh, gw, group = 1, 1, 1
+    region = arr[: gh * cell, : gw * cell]
+    blocks = region.reshape(gh, group, block, gw, group, block, 3).transpose(0, 3, 1, 4, 2, 5, 6)
+    blocks = blocks.reshape(gh, gw, group * group, block, block, 3)
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    order = np.argsort(nrng.random((gh, gw, group * group)), axis=2)
+    keep = nrng.random((gh, gw)) >= fraction  # groups left in place
+    order[keep] = np.arange(group * group)
+    shuffled = np.take_along_axis(blocks, order[..., None, None, None], axis=2)
+    shuffled = shuffled.reshape(gh, gw, group, group, block, block, 3).transpose(
+        0, 2, 4, 1, 3, 5, 6
+    )
+    arr[: gh * cell, : gw * cell] = shuffled.reshape(gh * cell, gw * cell, 3)
+    params = {"op": "shuffle", "block": block, "group": group, "fraction": round(fraction, 3)}
+    return Image.fromarray(arr), params
+
+
+def edit_stripes(img: Image.Image, rng: random.Random) -> EditResult:
+    """Overlay parallel stripes (1–12 % of the short side wide, 30–90 % opaque, one color) at
+    0, 45, 90° or a random angle."""
+    short = min(img.size)
+    width = max(1, round(short * rng.uniform(0.01, 0.12)))
+    spacing = width + max(2, round(short * rng.uniform(0.03, 0.2)))
+    angle = rng.choice([0.0, 45.0, 90.0, rng.uniform(0, 180)])
+    opacity, color = rng.uniform(0.3, 0.9), _random_color(rng)
+    side = math.ceil(math.hypot(*img.size))  # a layer that still covers the image once turned
+    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for y in range(rng.randrange(spacing), side, spacing):
+        draw.rectangle((0, y, side, y + width - 1), fill=(*color, round(255 * opacity)))
+    layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC)
+    x0, y0 = (side - img.width) // 2, (side - img.height) // 2
+    out = img.convert("RGBA")
+    out.alpha_composite(layer.crop((x0, y0, x0 + img.width, y0 + img.height)))
+    params = {"op": "stripes", "width": width, "spacing": spacing, "angle": round(angle, 1)}
+    return out.convert("RGB"), {**params, "opacity": round(opacity, 2), "color": list(color)}
+
+
+def edit_skew(img: Image.Image, rng: random.Random) -> EditResult:
+    """Shear along x or y by 10–35° (the canvas widens to keep every pixel), one fill color."""
+    axis = rng.choice(["x", "y"])
+    angle = rng.uniform(10, 35) * rng.choice([-1, 1])
+    shear, fill = math.tan(math.radians(angle)), _random_color(rng)
+    w, h = img.size
+    if axis == "x":  # x_out = x + shear * y + offset
+        offset = -min(0.0, shear * h)
+        size, coeffs = (w + math.ceil(abs(shear) * h), h), (1, -shear, -offset, 0, 1, 0)
+    else:
+        offset = -min(0.0, shear * w)
+        size, coeffs = (w, h + math.ceil(abs(shear) * w)), (1, 0, 0, -shear, 1, -offset)
+    out = img.transform(
+        size, Image.Transform.AFFINE, coeffs, Image.Resampling.BICUBIC, fillcolor=fill
+    )
+    return out, {"op": "skew", "axis": axis, "angle": round(angle, 2), "fill": list(fill)}
+
+
+def edit_perspective_strong(img: Image.Image, rng: random.Random) -> EditResult:
+    """Warp by moving corners inward by 15–40 % of the side, two adjacent corners more than
+    the others (a picture of a screen seen from the side)."""
+    w, h = img.size
+    src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)]
+    signs = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
+    near = rng.randrange(4)  # this corner and the next are pulled in the most
+    dst = []
+    for i, ((x, y), (sx, sy)) in enumerate(zip(src, signs, strict=True)):
+        low, high = (0.15, 0.4) if i in (near, (near + 1) % 4) else (0.0, 0.12)
+        dst.append((x + sx * rng.uniform(low, high) * w, y + sy * rng.uniform(low, high) * h))
+    fill = _random_color(rng)
+    out = img.transform(
+        img.size,
+        Image.Transform.PERSPECTIVE,
+        _perspective_coeffs(dst, src),
+        Image.Resampling.BICUBIC,
+        fillcolor=fill,
+    )
+    corners = [[round(x, 1), round(y, 1)] for x, y in dst]
+    return out, {"op": "perspective_strong", "corners": corners, "fill": list(fill)}
+
+
+def edit_vflip(img: Image.Image, rng: random.Random) -> EditResult:
+    """Mirror top-bottom (``rng`` unused: kept for the common signature)."""
+    return ImageOps.flip(img), {"op": "vflip"}
+
+
+def edit_jpeg_heavy(img: Image.Image, rng: random.Random) -> EditResult:
+    """Re-encode as JPEG at quality 3–15 (strong blocking, color bleeding)."""
+    quality = rng.randint(3, 15)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return decoded.convert("RGB"), {"op": "jpeg_heavy", "quality": quality}
+
+
+def edit_aspect(img: Image.Image, rng: random.Random) -> EditResult:
+    """Stretch one axis by a factor of 1.3–2 or squeeze it by 0.5–0.77 (aspect-ratio change)."""
+    factor = math.exp(rng.uniform(math.log(1.3), math.log(2.0))) ** rng.choice([-1, 1])
+    axis = rng.choice(["x", "y"])
+    w, h = img.size
+    size = (max(1, round(w * factor)), h) if axis == "x" else (w, max(1, round(h * factor)))
+    out = img.resize(size, Image.Resampling.BICUBIC)
+    return out, {"op": "aspect", "axis": axis, "factor": round(factor, 3)}
+
+
+def edit_blend(
+    img: Image.Image, rng: random.Random, other: Image.Image | None = None
+) -> EditResult:
+    """Blend another (non-reference) image over the whole picture at 20–55 % opacity."""
+    if other is None:
+        other = synthetic_background(rng, img.size)
+    alpha = rng.uniform(0.2, 0.55)
+    layer = ImageOps.fit(other.convert("RGB"), img.size, Image.Resampling.BICUBIC)
+    return Image.blend(img, layer, alpha), {"op": "blend", "alpha": round(alpha, 3)}
+
+
+def _ui_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (a typical UI font) when installed, else Pillow's bundled font."""
+    path = find_font(["DejaVuSans.ttf", "NotoSans-Regular.ttf"])
+    return _truetype(str(path), size) if path else _font(size)
+
+
+def _fake_text_lines(
+    draw: ImageDraw.ImageDraw, rng: random.Random, box: tuple[int, int, int, int], color: Color
+) -> None:
+    """Fill ``box`` with lines of random words, as the text around a picture in a page."""
+    x0, y0, x1, y1 = box
+    size = max(8, (y1 - y0) // 8) if y1 - y0 < 80 else rng.randint(10, 16)
+    font, y = _ui_font(size), y0
+    while y + size <= y1:
+        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 9)))
+        draw.text((x0, y), words, fill=color, font=font)
+        y += round(size * 1.5)
+    del x1  # lines may run past the right edge: the page clips them, as a narrow window does
+
+
+def edit_screenshot(img: Image.Image, rng: random.Random) -> EditResult:
+    """Place the image inside a synthetic app window or web page: title bar with buttons,
+    optional sidebar, lines of text above and below, status bar (light or dark theme)."""
+    scale = rng.uniform(0.45, 0.85)  # image width / window width
+    w, h = round(img.width / scale), round(img.height / scale * rng.uniform(0.8, 1.1))
+    h = max(h, img.height + 60)
+    dark = rng.random() < 0.4
+    bg, fg = ((32, 33, 36), (220, 220, 220)) if dark else ((250, 250, 250), (40, 40, 40))
+    out = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(out)
+    bar = max(16, round(h * 0.05))
+    draw.rectangle((0, 0, w, bar), fill=_random_color(rng) if rng.random() < 0.5 else (60, 60, 60))
+    for i in range(3):  # window buttons
+        cx = bar // 2 + i * bar
+        draw.ellipse((cx - bar // 4, bar // 4, cx + bar // 4, 3 * bar // 4), fill=(230, 90, 80))
+    draw.text(
+        (4 * bar, bar // 5), rng.choice(_WORDS), fill=(255, 255, 255), font=_ui_font(bar // 2)
+    )
+    sidebar = round(w * rng.uniform(0.1, 0.2)) if rng.random() < 0.5 else 0
+    if sidebar:
+        draw.rectangle((0, bar, sidebar, h), fill=(225, 228, 232) if not dark else (45, 46, 50))
+        _fake_text_lines(draw, rng, (6, bar + 8, sidebar, h), fg)
+    x = rng.randint(sidebar, max(sidebar, w - img.width))
+    y = rng.randint(bar + 4, max(bar + 4, h - img.height - bar))
+    out.paste(img, (x, y))
+    _fake_text_lines(draw, rng, (sidebar + 8, bar + 4, w, y - 4), fg)
+    _fake_text_lines(draw, rng, (sidebar + 8, y + img.height + 6, w, h - bar), fg)
+    draw.rectangle((0, h - bar // 2, w, h), fill=(200, 200, 200) if not dark else (20, 20, 20))
+    box = [x, y, x + img.width, y + img.height]
+    return out, {"op": "screenshot", "scale": round(scale, 3), "dark": dark, "box": box}
+
+
+def _caption_font(text: str, size: int, width: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A bold font at ``size`` px or smaller, so that ``text`` fits in 95 % of ``width``."""
+    path = find_font(["DejaVuSans-Bold.ttf", "NotoSans-Bold.ttf", "DejaVuSans.ttf"])
+    while True:
+        font = _truetype(str(path), size) if path else _font(size)
+        if size <= 8 or font.getlength(text) <= 0.95 * width:
+            return font
+        size = max(8, round(size * 0.85))
+
+
+def edit_meme(img: Image.Image, rng: random.Random) -> EditResult:
+    """A meme layout: a white caption bar above the picture with black text (DISC21's meme
+    format), or white outlined captions written over its top and bottom."""
+    style = rng.choice(["bar", "impact"])
+    size = max(10, round(min(img.size) * rng.uniform(0.08, 0.14)))
+    lines = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 4))).upper()]
+    if style == "bar":
+        font = _caption_font(lines[0], size, img.width)
+        bar = round(size * rng.uniform(1.6, 3.0))
+        out = Image.new("RGB", (img.width, img.height + bar), (255, 255, 255))
+        out.paste(img, (0, bar))
+        draw = ImageDraw.Draw(out)
+        width = draw.textlength(lines[0], font=font)
+        draw.text(((img.width - width) / 2, (bar - size) / 2), lines[0], fill=0, font=font)
+        return out, {"op": "meme", "style": style, "bar": bar, "text": lines}
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    lines.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4))).upper())
+    for text, y in zip(lines, (size // 3, img.height - size * 4 // 3), strict=True):
+        font = _caption_font(text, size, img.width)
+        width = draw.textlength(text, font=font)
+        xy = ((img.width - width) / 2, y)
+        draw.text(xy, text, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=0)
+    return out, {"op": "meme", "style": style, "text": lines}
+
+
 EDITS: dict[str, EditFn] = {
     "crop": edit_crop,
     "overlay": edit_overlay,
@@ -276,7 +652,31 @@ EDITS: dict[str, EditFn] = {
     "pad": edit_pad,
     "perspective": edit_perspective,
     "shapes": edit_shapes,
+    "aspect": edit_aspect,
+    "blend": edit_blend,
+    "emoji": edit_emoji,
+    "jpeg_heavy": edit_jpeg_heavy,
+    "meme": edit_meme,
+    "perspective_strong": edit_perspective_strong,
+    "pixelize": edit_pixelize,
+    "screenshot": edit_screenshot,
+    "shuffle": edit_shuffle,
+    "skew": edit_skew,
+    "stripes": edit_stripes,
+    "text_script": edit_text_script,
+    "vflip": edit_vflip,
 }
+# Edits that take a second (non-reference) image: overlay pastes onto it, blend mixes it in.
+BACKGROUND_EDITS = {"overlay": edit_overlay, "blend": edit_blend}
+# Named edit sets a chain draws from. "default" is the demo's set (changing it changes the demo's
+# data); "disc21" adds the DISC21 edit kinds it lacks, for a harder benchmark.
+EDIT_SETS: dict[str, tuple[str, ...]] = {
+    "default": (
+        "crop", "overlay", "text", "hflip", "rotate", "color", "grayscale", "blur", "jpeg",
+        "pad", "perspective", "shapes",
+    ),
+    "disc21": tuple(EDITS),
+}  # fmt: skip
 
 
 def apply_edit_chain(
@@ -284,17 +684,19 @@ def apply_edit_chain(
     rng: random.Random,
     n_edits: int,
     background_for: Callable[[random.Random], tuple[str, Image.Image | None]],
+    ops: Sequence[str] = EDIT_SETS["default"],
 ) -> tuple[Image.Image, list[dict[str, Any]]]:
-    """Apply ``n_edits`` distinct edits in random order; returns the image and the chain log.
+    """Apply ``n_edits`` distinct edits of ``ops`` in random order; returns the image and the
+    chain log.
 
     ``background_for(rng)`` picks an overlay background and its label (image ``None``: use a
-    synthetic one); it is only called when the chain contains an overlay.
+    synthetic one); it is only called when the chain contains an overlay or a blend.
     """
     chain = []
-    for op in rng.sample(sorted(EDITS), n_edits):
-        if op == "overlay":
+    for op in rng.sample(sorted(ops), n_edits):
+        if op in BACKGROUND_EDITS:
             label, background = background_for(rng)
-            img, params = edit_overlay(img, rng, background)
+            img, params = BACKGROUND_EDITS[op](img, rng, background)
             params["background"] = label
         else:
             img, params = EDITS[op](img, rng)
@@ -319,20 +721,28 @@ class SynthesisConfig:
     min_edits: int = 1
     max_edits: int = 3
     n_backgrounds: int = 0
+    edit_set: str = "default"  # a key of EDIT_SETS
 
     def __post_init__(self) -> None:
+        if self.edit_set not in EDIT_SETS:
+            raise ValueError(f"edit_set must be one of {sorted(EDIT_SETS)}, got {self.edit_set!r}")
         if self.n_references < 1:
             raise ValueError(f"n_references must be >= 1, got {self.n_references}")
         for name in ("n_copy_queries", "n_distractors", "n_training", "n_backgrounds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.min_edits <= self.max_edits <= len(EDITS):
+        if not 0 <= self.min_edits <= self.max_edits <= len(self.edits):
             raise ValueError(
-                f"need 0 <= min_edits <= max_edits <= {len(EDITS)}, "
+                f"need 0 <= min_edits <= max_edits <= {len(self.edits)}, "
                 f"got {self.min_edits}, {self.max_edits}"
             )
         if self.max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {self.max_side}")
+
+    @property
+    def edits(self) -> tuple[str, ...]:
+        """The edit names a chain draws from."""
+        return EDIT_SETS[self.edit_set]
 
     @property
     def n_sources_needed(self) -> int:
@@ -511,7 +921,7 @@ def render_query(
         raise OSError(f"source image became unreadable: {plan.source}")
     low = cfg.min_edits if plan.reference_id else 0
     pick = _background_picker(pool, plan.source, label, cfg.max_side)
-    img, chain = apply_edit_chain(img, rng, rng.randint(low, cfg.max_edits), pick)
+    img, chain = apply_edit_chain(img, rng, rng.randint(low, cfg.max_edits), pick, cfg.edits)
     return fit_max_side(img, cfg.max_side), chain
 
 
@@ -682,6 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, default=512)
     parser.add_argument("--min-edits", type=int, default=1)
     parser.add_argument("--max-edits", type=int, default=3)
+    parser.add_argument("--edit-set", choices=sorted(EDIT_SETS), default="default")
     return parser
 
 
@@ -700,6 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_edits=args.min_edits,
             max_edits=args.max_edits,
             n_backgrounds=args.backgrounds,
+            edit_set=args.edit_set,
         )
         sources = skimage_sources(args.skimage) if args.skimage else resolve_sources(args.sources)
         summary = synthesize(sources, args.out, cfg)
