@@ -395,7 +395,7 @@ def render(record: dict) -> str:
         metric_row("workflow (default config)", record["workflow_metrics"], wf, n),
         metric_row("imgFp-style baseline", record["baseline_metrics"], bl, n),
         "",
-        f"CPU per query, workflow / baseline: **{ratio:.2f}** (the issue's target is ≤ 0.10).",
+        f"CPU per query, workflow / baseline: **{ratio:.3f}** (the issue's target is ≤ 0.100).",
         *step_table(record),
         "",
         "Reproduce:",

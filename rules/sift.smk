@@ -12,17 +12,24 @@ rule sift:
     conda:
         "../envs/cpu.yaml"
     params:
-        sift=config["sift"],
+        # Without sift.mirror, which mirror_sift alone reads: changing it reruns no SIFT job.
+        sift={key: value for key, value in config["sift"].items() if key != "mirror"},
     script:
         "../workflow_scripts/sift_shard.py"
 
 
 rule mirror_sift:
-    """SIFT of the left-right mirrored images of a query view (queries, crops_local), described
-    from the mirrored pixels: what the local search of the mirrored queries
-    (local.mirrored_queries), verification and the gallery (verify.try_flip) read."""
+    """SIFT of the left-right mirrored images of a query view (queries, crops_local): what the
+    local search of the mirrored queries (local.mirrored_queries), verification and the gallery
+    (verify.try_flip) read. sift.mirror: the view's own SIFT mirrored by a permutation
+    (permute) or SIFT of the mirrored pixels (extract)."""
     input:
-        shard=f"{RUN}/images/{{view}}/{{shard}}.h5",
+        # permute: the view's SIFT shard (its features are mirrored); extract: its image shard.
+        source=(
+            f"{RUN}/sift/{{view}}/{{shard}}.h5"
+            if config["sift"]["mirror"] == "permute"
+            else f"{RUN}/images/{{view}}/{{shard}}.h5"
+        ),
     output:
         features=f"{RUN}/sift/{{view}}_mirrored/{{shard}}.h5",
     log:
@@ -34,6 +41,7 @@ rule mirror_sift:
     conda:
         "../envs/cpu.yaml"
     params:
-        sift=config["sift"],
+        mirror=config["sift"]["mirror"],
+        sift={key: value for key, value in config["sift"].items() if key != "mirror"},
     script:
         "../workflow_scripts/mirror_sift.py"

@@ -164,6 +164,6 @@ def test_the_section_shows_where_the_workflow_cpu_went() -> None:
     assert "| verify | 1 | 60.0 | 60% | 1.200 |" in section
     assert "| Snakemake itself and outside jobs |  | 40.0 | 40% | 0.800 |" in section
     assert "| **total** | 1 | 100.0 | 100% | 2.000 |" in section
-    assert "workflow / baseline: **0.10**" in section
+    assert "workflow / baseline: **0.100**" in section
     del record["workflow_steps"]  # a record written before the step table
     assert "| step |" not in bl.render(record)

@@ -11,12 +11,14 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from copydetect.shards import ImageRecord, read_sift_shard, write_image_shard
+from copydetect.shards import ImageRecord, read_sift_shard, write_image_shard, write_sift_shard
 from copydetect.sift import (
     SiftParams,
     decode_gray,
     extract_sift,
     flipped_features,
+    mirror_features,
+    mirror_sift_shard,
     root_sift,
     sift_shard,
     write_sparse_table,
@@ -150,3 +152,41 @@ def test_params_reject_unknown_keys() -> None:
     assert SiftParams.from_mapping({"max_keypoints": 5}).max_keypoints == 5
     with pytest.raises(ValueError, match="max_keypoint"):
         SiftParams.from_mapping({"max_keypoint": 5})
+
+
+def test_permuted_mirror_matches_sift_of_the_mirrored_pixels() -> None:
+    """sift.mirror permute: the image's SIFT mirrored (x, angle, bins) lands on what OpenCV
+    computes from the flipped pixels: same positions, and most descriptors nearest to the
+    flipped run's descriptor at that position."""
+    image = skimage.data.astronaut()
+    params = SiftParams(max_keypoints=300)
+    permuted = mirror_features(extract_sift(image, params, "A"))
+    described = flipped_features(image, params, "A")
+    assert permuted.image_size == described.image_size
+    # Nearest flipped-run keypoint of each permuted one, by position.
+    gap = np.linalg.norm(permuted.keypoints[:, None, :2] - described.keypoints[None, :, :2], axis=2)
+    same_place = gap.min(axis=1) < 0.01
+    assert same_place.mean() > 0.5
+    q = permuted.descriptors[same_place].astype(np.float32)
+    r = described.descriptors.astype(np.float32)
+    nearest = ((q[:, None, :] - r[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (nearest == gap[same_place].argmin(axis=1)).mean() > 0.75
+    # A wrong permutation (the identity: descriptors left as they are) does not land there.
+    plain = extract_sift(image, params, "A").descriptors[same_place].astype(np.float32)
+    wrong = ((plain[:, None, :] - r[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (wrong == gap[same_place].argmin(axis=1)).mean() < 0.3
+
+
+def test_mirroring_twice_is_the_identity_and_the_shard_keeps_its_order(tmp_path) -> None:
+    image = skimage.data.coffee()
+    features = [extract_sift(image, SiftParams(max_keypoints=50), i) for i in ("b", "a")]
+    twice = mirror_features(mirror_features(features[0]))
+    np.testing.assert_array_equal(twice.descriptors, features[0].descriptors)
+    np.testing.assert_allclose(twice.keypoints, features[0].keypoints, atol=1e-3)
+    write_sift_shard(tmp_path / "sift.h5", features)
+    assert mirror_sift_shard(tmp_path / "sift.h5", tmp_path / "mirrored.h5") == 2
+    stored = read_sift_shard(tmp_path / "mirrored.h5")
+    assert [f.id for f in stored] == ["b", "a"]
+    expected = mirror_features(features[1])
+    np.testing.assert_array_equal(stored[1].descriptors, expected.descriptors)
+    np.testing.assert_array_equal(stored[1].keypoints, expected.keypoints)

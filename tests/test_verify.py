@@ -19,6 +19,7 @@ from copydetect.tables import read_table
 from copydetect.verify import (
     VerifyParams,
     _verify_one,
+    count_distinct,
     fit_geometry,
     ratio_test_matches,
     ratio_test_views,
@@ -271,3 +272,14 @@ def test_read_table_keeps_ids_as_text(tmp_path) -> None:
     table = read_table(tmp_path / "c.csv")
     assert table.loc[0, "query_id"] == "NA" and table.loc[0, "reference_id"] == "000123"
     assert math.isnan(table.loc[0, "votes"])
+
+
+def test_count_distinct_counts_grid_cells_like_unique_rows() -> None:
+    """The packed int64 cell key counts what np.unique on (x, y) cell rows counts, negative
+    coordinates and cells sharing an x or a y included."""
+    rng = np.random.default_rng(3)
+    points = np.vstack([rng.uniform(-20, 300, (200, 2)), [[5.2, 7.9], [5.8, 7.1], [7.1, 5.2]]])
+    for tolerance in (0.5, 1.0, 8.0):
+        cells = np.floor(points / tolerance).astype(np.int64)
+        assert count_distinct(points, tolerance) == len(np.unique(cells, axis=0))
+    assert count_distinct(np.zeros((0, 2)), 1.0) == 0

@@ -440,6 +440,16 @@ def test_the_mirrored_sift_stage_feeds_search_verify_and_the_gallery(
     ]
 
 
+def test_switching_the_mirror_method_reruns_no_sift_job(finished_run: tuple[Path, dict]) -> None:
+    """sift.mirror extract (SIFT of the flipped pixels) instead of the default permute: only
+    the mirrors and what reads them rerun; the sift jobs' params leave sift.mirror out."""
+    root, config = finished_run
+    jobs = plan(root / "run", {**config, "sift": {"mirror": "extract"}})
+    rules = {rule for rule, _ in jobs}
+    assert "mirror_sift" in rules and "verify" in rules
+    assert "sift" not in rules and "ingest" not in rules
+
+
 def test_no_mirror_stage_without_mirrored_search_and_flips(
     finished_run: tuple[Path, dict], tmp_path: Path
 ) -> None:

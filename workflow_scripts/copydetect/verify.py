@@ -24,7 +24,7 @@ import math
 import multiprocessing
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import cv2
@@ -94,18 +94,48 @@ class PairEvidence:
     mean_match_distance: float  # mean L2 distance of the unit RootSIFT of the counted matches
 
 
+_EVIDENCE_FIELDS = tuple(f.name for f in fields(PairEvidence))
 EVIDENCE_COLUMNS = tuple(f.name for f in fields(PairEvidence) if f.name not in ID_COLUMNS)
 
 
 def ratio_test_matches(q_desc: np.ndarray, r_desc: np.ndarray, ratio: float) -> np.ndarray:
     """Lowe's ratio test: rows ``(query index, reference index)`` of the accepted matches.
 
-    Distances are L2 on the uint8 RootSIFT as float32. Every value is an integer and every sum
-    stays below 2**24, so the float32 arithmetic is exact: results do not depend on summation
-    order, threads or BLAS. With fewer than two reference descriptors there is no second
-    neighbour to compare with, hence no match.
+    Distances are L2 on the uint8 RootSIFT as float32. Every value is an integer and every
+    partial sum stays below 2**24 in magnitude, so the float32 arithmetic is exact: results do
+    not depend on summation order, threads or BLAS. With fewer than two reference descriptors
+    there is no second neighbour to compare with, hence no match.
     """
     return ratio_test_views([q_desc], r_desc, ratio)[0]
+
+
+@dataclass(frozen=True)
+class StackedViews:
+    """Query views (the query and its mirror) stacked for :func:`ratio_test_stacked`, built
+    once per query and reused for each of its candidate references."""
+
+    augmented: np.ndarray  # float32 [n, 129]: the descriptors, then a column of ones
+    squared_norms: np.ndarray  # float32 [n]
+    sizes: tuple[int, ...]  # rows of each view, in order
+
+
+def stack_views(views: Sequence[np.ndarray]) -> StackedViews:
+    """Stack the views' uint8 descriptors as float32 with the ones column of the product."""
+    sizes = tuple(len(view) for view in views)
+    augmented = np.ones((sum(sizes), 129), dtype=np.float32)
+    if sizes and sum(sizes):
+        augmented[:, :128] = np.concatenate([np.asarray(v).reshape(-1, 128) for v in views])
+    q = augmented[:, :128]
+    return StackedViews(augmented, np.einsum("ij,ij->i", q, q), sizes)
+
+
+def _augmented_reference(r_desc: np.ndarray) -> np.ndarray:
+    """float32 [m, 129]: ``-2 r`` then ``|r|²``, so that one product gives ``|r|² - 2 q·r``."""
+    r = np.asarray(r_desc, dtype=np.float32)
+    augmented = np.empty((len(r), 129), dtype=np.float32)
+    np.multiply(r, -2.0, out=augmented[:, :128])
+    augmented[:, 128] = np.einsum("ij,ij->i", r, r)
+    return augmented
 
 
 def ratio_test_views(
@@ -114,28 +144,31 @@ def ratio_test_views(
     """:func:`ratio_test_matches` of several query views (the query and its mirror) against one
     reference, with one distance product for all views: each row's distances are exact
     integers, so stacking the views changes no match, only the per-call overhead."""
-    sizes = [len(view) for view in views]
-    if sum(sizes) == 0 or len(r_desc) < 2:
-        return [np.zeros((0, 2), dtype=np.int64) for _ in views]
-    q = np.concatenate([np.asarray(view, dtype=np.float32).reshape(-1, 128) for view in views])
-    r = np.asarray(r_desc, dtype=np.float32)
-    # cv2.gemm follows cv2.setNumThreads (numpy's BLAS would spawn its own threads per worker).
-    d2 = cv2.gemm(q, r, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
-    d2 += np.einsum("ij,ij->i", r, r)[None, :]
-    rows = np.arange(len(q))
+    return ratio_test_stacked(stack_views(views), r_desc, ratio)
+
+
+def ratio_test_stacked(stacked: StackedViews, r_desc: np.ndarray, ratio: float) -> list[np.ndarray]:
+    """:func:`ratio_test_views` of views already stacked by :func:`stack_views`."""
+    if len(stacked.augmented) == 0 or len(r_desc) < 2:
+        return [np.zeros((0, 2), dtype=np.int64) for _ in stacked.sizes]
+    # |q - r|² - |q|² = |r|² - 2 q·r: one BLAS product (numpy's OpenBLAS, one thread in the
+    # workers) with |r|² folded in as a 129th column, no pass over the matrix to add it.
+    d2 = stacked.augmented @ _augmented_reference(r_desc).T
+    rows = np.arange(len(d2))
     first = d2.argmin(axis=1)
-    d_first = d2[rows, first].copy()
+    d_first = d2[rows, first]
     d2[rows, first] = np.inf
-    d_second = d2[rows, d2.argmin(axis=1)]
-    q_sq = np.einsum("ij,ij->i", q, q)
+    d_second = d2.min(axis=1)
+    q_sq = stacked.squared_norms
     # Compare squared distances: d1 < ratio * d2  ⇔  d1² < ratio² d2² (both non-negative).
     keep = (d_first + q_sq) < (ratio * ratio) * (d_second + q_sq)
     matches = []
-    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-        view_keep = keep[start : start + size]
-        view_rows = np.arange(size)[view_keep]
-        matches.append(np.stack([view_rows, first[start : start + size][view_keep]], axis=1))
-    return [m.astype(np.int64) for m in matches]
+    start = 0
+    for size in stacked.sizes:
+        view_rows = np.flatnonzero(keep[start : start + size])
+        matches.append(np.stack([view_rows, first[start + view_rows]], axis=1).astype(np.int64))
+        start += size
+    return matches
 
 
 def count_distinct(points: np.ndarray, tolerance: float) -> int:
@@ -143,7 +176,9 @@ def count_distinct(points: np.ndarray, tolerance: float) -> int:
     if len(points) == 0:
         return 0
     cells = np.floor(points / tolerance).astype(np.int64)
-    return len(np.unique(cells, axis=0))
+    # One int64 key per cell (np.unique on rows is several times slower): cells are image
+    # positions (far below 2**31 cells a side), so the key is unique per (x, y) cell.
+    return len(np.unique((cells[:, 0] << 32) + cells[:, 1]))
 
 
 def _run_ransac(src: np.ndarray, dst: np.ndarray, params: VerifyParams):
@@ -265,9 +300,20 @@ def verify_pair(
     (more inliers; a tie keeps the unflipped evidence)."""
     if not (params.try_flip and query_flipped is not None):
         return _verify_one(query, reference, params, flipped=False)
-    matches, mirrored_matches = ratio_test_views(
-        [query.descriptors, query_flipped.descriptors], reference.descriptors, params.ratio
-    )
+    views = stack_views([query.descriptors, query_flipped.descriptors])
+    return verify_stacked(query, query_flipped, views, reference, params)
+
+
+def verify_stacked(
+    query: SiftFeatures,
+    query_flipped: SiftFeatures,
+    views: StackedViews,
+    reference: SiftFeatures,
+    params: VerifyParams,
+) -> PairEvidence:
+    """:func:`verify_pair` with the flip, the query's two views stacked once by the caller
+    (:func:`stack_views` of its and its mirror's descriptors) for all its references."""
+    matches, mirrored_matches = ratio_test_stacked(views, reference.descriptors, params.ratio)
     evidence = _evidence(query, reference, matches, params, flipped=False)
     # The effective inliers never exceed the matches: a mirror with no more matches than the
     # query has inliers cannot win, so its RANSAC fit is skipped (same evidence, less work).
@@ -295,9 +341,9 @@ _INPUTS: _Inputs | None = None
 
 def _init_worker() -> None:
     # Parallelism is one process per worker; OpenCV threads inside them would oversubscribe, and
-    # so would the BLAS pool behind cv2.gemm (one thread per core by default, each spinning
-    # while it waits: 1.5x the CPU seconds of one thread). The distances are exact integers,
-    # so the thread count cannot change a match.
+    # so would the BLAS pool behind the distance product (numpy's OpenBLAS, one thread per core
+    # by default, each spinning while it waits: 1.5x the CPU seconds of one thread). The
+    # distances are exact integers, so the thread count cannot change a match.
     cv2.setNumThreads(1)
     set_blas_threads(1)
 
@@ -309,10 +355,26 @@ def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[t
     assert inputs is not None, "verify worker started without inputs"
     query = inputs.queries[query_id]
     mirrored = inputs.mirrored.get(query_id)
+    if not (inputs.params.try_flip and mirrored is not None):
+        return [
+            (row, _as_record(verify_pair(query, inputs.references[key], inputs.params)))
+            for row, key in items
+        ]
+    views = stack_views([query.descriptors, mirrored.descriptors])
     return [
-        (row, asdict(verify_pair(query, inputs.references[key], inputs.params, mirrored)))
+        (
+            row,
+            _as_record(
+                verify_stacked(query, mirrored, views, inputs.references[key], inputs.params)
+            ),
+        )
         for row, key in items
     ]
+
+
+def _as_record(evidence: PairEvidence) -> dict:
+    """The evidence as a flat dict (``dataclasses.asdict`` deep-copies: 10x slower)."""
+    return {name: getattr(evidence, name) for name in _EVIDENCE_FIELDS}
 
 
 def _load_inputs(
