@@ -273,8 +273,9 @@ def write_reference_shards(real: RealData, args: argparse.Namespace) -> list[Pat
 
 
 def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
-    """The real training images under the 8 dihedral transforms, clean and jittered (quantizer
-    training data: never the references)."""
+    """The real training images under the 8 dihedral transforms, clean and
+    ``--training-copies`` times jittered (quantizer training data: never the references; two
+    copies give the ≥ 39 × 32,768 descriptors that let ``nlist: auto`` follow 100k references)."""
     path = args.work / "sift" / "training" / "t0000.h5"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +291,7 @@ def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
             )
             for f in real.training
             for t in range(TRANSFORMS)
-            for j in range(2)  # the clean transform and one jittered copy
+            for j in range(1 + args.training_copies)  # the clean transform, jittered copies
         ]
         write_sift_shard(path, sorted(images, key=lambda f: f.id))
     return path
@@ -558,6 +559,7 @@ class SizeRuns:
     search: list[JobRun]
     candidates: JobRun
     extra_search: list[JobRun]  # for the cost model only (not part of a workflow run)
+    assign: JobRun | None = None  # assign_local_cells of the query shard
     nlist: int = 0
     candidates_path: Path | None = None
     total_shards: int = 0  # of the set; more than len(index) when only a prefix was run
@@ -576,13 +578,21 @@ class SizeRuns:
     def query_side_cpu(self, group: int) -> float:
         """Measured, or when only a prefix of the shards was run, the search cost model over
         the set's groups plus the measured ``local_candidates``."""
+        assign = self.assign.cpu_s if self.assign else 0.0
         if self.complete:
-            return sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
+            return assign + sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
         m = search_cost_model([*self.search, *self.extra_search])
         q = self.search[0].query_descriptors
-        return self.candidates.cpu_s + sum(
-            m["overhead"] + m["per_shard"] * s + m["per_qdesc"] * q + m["per_qdesc_shard"] * q * s
-            for s in self.group_sizes(group)
+        return (
+            assign
+            + self.candidates.cpu_s
+            + sum(
+                m["overhead"]
+                + m["per_shard"] * s
+                + m["per_qdesc"] * q
+                + m["per_qdesc_shard"] * q * s
+                for s in self.group_sizes(group)
+            )
         )
 
 
@@ -599,7 +609,7 @@ def variant_nlist(variant: Variant, training: Path, args: argparse.Namespace) ->
 
 def measure_size(
     variant: Variant, shards: list[Path], training: Path, queries: Path, args: argparse.Namespace
-) -> SizeRuns:
+) -> SizeRuns | None:
     """fit, index every shard, search every group, merge into candidates: one variant. The fit
     and shard indexes are shared by sizes whose coarse quantizer is the same (same index
     parameters and nlist: deterministic, so identical files)."""
@@ -647,8 +657,12 @@ def measure_size(
         ],
         args.workers,
     )
+    if args.index_only:
+        return None
     group = args.config["local"]["reference_shards_per_job"]
     qdesc = sum(descriptor_counts([queries]))
+    assign, cells = assign_job(f"{label}_nlist{nlist}", n_refs, queries, coarse, args)
+    assign.query_descriptors = qdesc
     names = [
         f"{label}_{n_refs}.local_search_g{g // group:03d}"
         for g in range(0, len(index_files), group)
@@ -661,7 +675,7 @@ def measure_size(
                 n_refs,
                 queries,
                 index_files[i * group : (i + 1) * group],
-                coarse,
+                cells,
                 args,
             )
             for i, name in enumerate(names)
@@ -699,13 +713,14 @@ def measure_size(
         if not tiny.exists():
             write_sift_shard(tiny, read_sift_shard(queries)[:4])
         tq = sum(descriptor_counts([tiny]))
+        _, tiny_cells = assign_job(f"{label}_nlist{nlist}", n_refs, tiny, coarse, args)
         for files in (index_files[:1], index_files[:group]):
             name = f"{label}_{n_refs}.local_search_tiny_{len(files)}"
-            run = search_job(name, n_refs, tiny, files, coarse, args)
+            run = search_job(name, n_refs, tiny, files, tiny_cells, args)
             run.shards, run.query_descriptors = len(files), tq
             extra.append(run)
         name = f"{label}_{n_refs}.local_search_one"
-        run = search_job(name, n_refs, queries, index_files[:1], coarse, args)
+        run = search_job(name, n_refs, queries, index_files[:1], cells, args)
         run.shards, run.query_descriptors = 1, qdesc
         extra.append(run)
     return SizeRuns(
@@ -715,6 +730,7 @@ def measure_size(
         search,
         candidates,
         extra,
+        assign,
         read_nlist(coarse),
         Path(f"{out}.csv"),
         total_shards,
@@ -730,10 +746,26 @@ def parallel(jobs: list, workers: int) -> list:
         return list(pool.map(lambda job: job(), jobs))
 
 
+def assign_job(tag: str, n_refs: int, queries: Path, coarse: Path, args) -> tuple[JobRun, Path]:
+    """``assign_local_cells`` of a query shard (shared by the sizes with this coarse index)."""
+    cells = coarse.parent / "out" / f"{queries.stem}.cells.h5"
+    run = run_job(
+        "assign_local_cells",
+        n_refs,
+        "assign_local_cells.py",
+        args,
+        tag=f"{tag}.assign_local_cells_{queries.stem}",
+        input={"queries": str(queries), "coarse": str(coarse)},
+        output={"cells": str(cells)},
+        params={"search": args.config["local"]["search"]},
+    )
+    return run, cells
+
+
 def search_job(
-    name: str, n_refs: int, queries: Path, files: list[Path], coarse: Path, args
+    name: str, n_refs: int, queries: Path, files: list[Path], cells: Path, args
 ) -> JobRun:
-    out = coarse.parent / "out" / f"{name}.h5"
+    out = cells.parent / f"{name}.h5"
     return run_job(
         "local_search",
         n_refs,
@@ -743,7 +775,7 @@ def search_job(
         input={
             "queries": str(queries),
             "references": [str(p) for p in files],
-            "coarse": [str(coarse)],
+            "cells": [str(cells)],
         },
         output={"neighbors": str(out)},
         params={
@@ -1192,7 +1224,8 @@ def unique_jobs(runs: list[SizeRuns]) -> list[JobRun]:
     """Every measured job once (sizes share the fit and shard index jobs)."""
     seen, jobs = set(), []
     for r in runs:
-        for j in [r.fit, *r.index, *r.search, r.candidates, *r.extra_search]:
+        assign = [r.assign] if r.assign else []
+        for j in [r.fit, *r.index, *assign, *r.search, r.candidates, *r.extra_search]:
             if id(j) not in seen and (j.name, j.cpu_s, j.wall_s) not in seen:
                 seen |= {id(j), (j.name, j.cpu_s, j.wall_s)}
                 jobs.append(j)
@@ -1224,6 +1257,8 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         )
         variants.append(Variant(f"nlist{nlist}", large_n, overrides))
     runs = [measure_size(v, shards, training, queries, args) for v in variants]
+    if args.index_only:
+        return
     from copydetect.shards import read_shard_ids
 
     present = set(read_shard_ids(queries))
@@ -1320,12 +1355,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--scaled-iterations", type=int, default=10, help="k-means, --scaled")
     parser.add_argument("--jitter", type=float, default=4.0, help="padding noise per byte")
+    parser.add_argument(
+        "--training-copies", type=int, default=2, help="jittered training copies per transform"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sift", type=Path, default=REAL_SIFT, help="the benchmark's SIFT")
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.md")
     parser.add_argument("--fresh", action="store_true", help="rerun jobs measured before")
+    parser.add_argument("--index-only", action="store_true", help="fit and index, no search")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
