@@ -483,36 +483,35 @@ def test_ivf_sharded_equals_unsharded_bit_for_bit(
     ]
 
 
-def block_shards(dataset: SimpleNamespace, name: str) -> list[Path]:
-    """The references in 3 shards of consecutive ids (r00–r09, r10–r19, r20–r29), written in
-    the order c, a, b: shards whose ids do not interleave, so a search merges them into runs.
-    The duplicate pair r05 / r16 is split over the first two."""
-    paths = []
-    for block in (2, 0, 1):
-        path = dataset.tmp / name / f"block{block}.h5"
-        write_sift_shard(path, dataset.refs[10 * block : 10 * block + 10][::-1])
-        paths.append(path)
-    return paths
-
-
 @pytest.mark.parametrize(("k", "budget"), [(1, 10**9), (3, 10**9), (1, 700), (3, 1)])
 def test_ivf_merged_runs_equal_shard_by_shard_and_unsharded(
     dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, k: int, budget: int
 ) -> None:
     """Searching a group's shards merged into runs (whatever the run budget) gives the same
-    bytes as one index over all references: ties across merged shards break by reference id."""
+    bytes as one index over all references, although the shards' ids interleave (hash
+    sharding): ties within a run break by the rows' global keys, as unsharded."""
     coarse = fit_coarse(dataset.tmp, f"coarse_runs_k{k}_{budget}", nlist=8, seed=3)
     (whole_index,) = index_shards(dataset.tmp, coarse, [dataset.unsharded])
-    blocks = index_shards(dataset.tmp, coarse, block_shards(dataset, f"blocks_{k}_{budget}"))
+    shards = index_shards(dataset.tmp, coarse, dataset.shards)
     params = LocalSearchParams(k=k, nprobe=3)
     whole = search_group(dataset.queries, [whole_index], params, coarse)
     monkeypatch.setattr(copydetect.local_search, "RUN_DESCRIPTORS", budget)
-    runs = search_group(dataset.queries, blocks, params, coarse)
+    a, b, c = shards  # b holds r16, c its duplicate r05: b's rows come first in a run
+    runs = search_group(dataset.queries, [b, c, a], params, coarse)
     for name in ("distances", "ref_index", "ref_keypoint"):
         assert getattr(runs, name).tobytes() == getattr(whole, name).tobytes(), name
     assert runs.ref_ids == whole.ref_ids
-    # r16 duplicates r05 (another shard of the run): every such tie goes to r05
+    # r16 duplicates r05 (another shard, merged in the same run when the budget allows): every
+    # such tie goes to r05
     assert "r05" in runs.ref_ids and (k > 1) == ("r16" in runs.ref_ids)
+
+
+def test_plan_runs_fills_each_run_up_to_the_budget() -> None:
+    paths, sizes = ["a", "b", "c", "d"], [4, 4, 9, 0]
+    assert plan_runs(paths, sizes, 8) == [["a", "b"], ["c"], ["d"]]  # c alone exceeds it
+    assert plan_runs(paths, sizes, 100) == [["a", "b", "c", "d"]]
+    assert plan_runs(paths, sizes, 1) == [["a"], ["b"], ["c"], ["d"]]
+    assert plan_runs([], [], 8) == []
 
 
 def test_query_cells_file_equals_assigning_in_the_job(dataset: SimpleNamespace) -> None:
@@ -540,23 +539,6 @@ def test_query_cells_file_equals_assigning_in_the_job(dataset: SimpleNamespace) 
     write_cells(foreign, assign_cells(query_desc, other, params.nprobe))
     with pytest.raises(ValueError, match="another coarse index"):
         search_group(dataset.queries, indexes, params, cells_path=foreign)
-
-
-def test_plan_runs_orders_by_first_id_and_splits_on_overlap_and_budget() -> None:
-    ids = {
-        "c": ["r20", "r29"],
-        "a": ["r00", "r09"],
-        "b": ["r10", "r19"],
-        "x": ["r05", "r30"],  # overlaps a and b: a run of its own
-        "e": [],  # no images: joins whatever run is open
-    }
-    sizes = {"a": 4, "b": 4, "c": 4, "x": 1, "e": 0}
-    # order by first id: e, a, x (breaks the run: r05 < r09), b, c
-    assert plan_runs(list(ids), ids, sizes, 100) == [["e", "a"], ["x"], ["b", "c"]]
-    assert plan_runs(list(ids), ids, sizes, 4) == [["e", "a"], ["x"], ["b"], ["c"]]
-    assert plan_runs(["c", "b", "a"], ids, sizes, 4) == [["a"], ["b"], ["c"]]
-    assert plan_runs(["c", "b", "a"], ids, sizes, 12) == [["a", "b", "c"]]
-    assert plan_runs([], ids, sizes, 12) == []
 
 
 @pytest.mark.parametrize("large", [False, True])

@@ -13,7 +13,7 @@ every reference descriptor (exact, linear in |R|).
 Sharding. One ``local_search`` job per (query shard × group of reference shards) searches the
 group's shards a run at a time and keeps a running top-k per query descriptor, so its memory is
 bounded by one query shard plus one run, never by |R|: ``flat`` runs are single shards, ``ivf``
-runs are consecutive shards merged into one index up to ``RUN_DESCRIPTORS`` (a probed cell costs
+runs are shards merged into one index up to ``RUN_DESCRIPTORS`` descriptors (a probed cell costs
 about a microsecond per visit however short it is: visited once per run, not once per shard).
 One ``local_candidates`` job per query shard folds the groups' neighbour files one at a time
 (memory bounded by the query shard × k) and turns the 1-NN into votes.
@@ -23,8 +23,9 @@ every partial sum of faiss' ``‖q‖² + ‖r‖² − 2 q·r`` is exact in flo
 order (float16 storage on GPU is lossless for 0..255 too). The only freedom left is the order of
 ties, and ties are frequent (duplicate references share descriptors exactly). Ties are broken
 everywhere by the global reference descriptor key (reference id, keypoint index): within a shard
-by storing descriptors in that order and widening the search until the tie at the k-th place is
-fully seen (:mod:`copydetect.knn`), across shards and groups by ``knn.merge_topk``. Hence
+by storing descriptors in that order (in a merged ``ivf`` run, whose shards' ids interleave, by
+each row's global key) and widening the search until the tie at the k-th place is fully seen
+(:mod:`copydetect.knn`), across runs and groups by ``knn.merge_topk``. Hence
 sharded == unsharded, bit for bit: for ``flat`` (exact), and for ``ivf``, whose lists store the
 bytes as is (the same integer distances) and whose cells are the same in every shard.
 
@@ -264,9 +265,7 @@ class FlatShards:
 
     read_ids = staticmethod(read_shard_ids)
 
-    def runs(
-        self, paths: Sequence[str | os.PathLike], ids: Mapping[str, list[str]]
-    ) -> list[list[str | os.PathLike]]:
+    def runs(self, paths: Sequence[str | os.PathLike]) -> list[list[str | os.PathLike]]:
         return [[path] for path in paths]  # a flat shard is indexed whole: one at a time
 
     def search(
@@ -275,7 +274,9 @@ class FlatShards:
         paths: Sequence[str | os.PathLike],
         params: LocalSearchParams,
         progress: Progress,
-    ) -> ShardHits:
+        rank: Mapping[str, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k distances and global keys over one shard."""
         (path,) = paths
         features = sorted(read_sift_shard(path), key=lambda f: f.id)
         counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
@@ -284,7 +285,7 @@ class FlatShards:
         ref_desc = _stack_descriptors(features)
         del features  # the shard as read (keypoints too) need not live alongside the index
         dist, rows = descriptor_knn(query_desc, ref_desc, params, progress)
-        return ShardHits(ids, offsets, dist, rows)
+        return _shard_topk(ShardHits(ids, offsets, dist, rows), rank)
 
 
 @dataclass
@@ -340,11 +341,9 @@ class IvfShards:
         self.coarse_crc32, self.nprobe, self.cells = cells.coarse_crc32, cells.nprobe, cells.cells
         logger.info("ivf: %d cells, %d scanned per query descriptor", cells.nlist, self.nprobe)
 
-    def runs(
-        self, paths: Sequence[str | os.PathLike], ids: Mapping[str, list[str]]
-    ) -> list[list[str | os.PathLike]]:
-        sizes = {os.fspath(p): read_shard_index_size(p) for p in paths}
-        return plan_runs(paths, ids, sizes, RUN_DESCRIPTORS)
+    def runs(self, paths: Sequence[str | os.PathLike]) -> list[list[str | os.PathLike]]:
+        sizes = [read_shard_index_size(p) for p in paths]
+        return plan_runs(paths, sizes, RUN_DESCRIPTORS)
 
     def search(
         self,
@@ -352,10 +351,15 @@ class IvfShards:
         paths: Sequence[str | os.PathLike],
         params: LocalSearchParams,
         progress: Progress,
-    ) -> ShardHits:
+        rank: Mapping[str, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k distances and global keys over one run of shards."""
         index, ids, offsets = self._merged(paths)
         index.nprobe = self.nprobe
-        searcher, m = Searcher(index), int(offsets[-1])
+        # Rows of a run interleave in the global (reference id, keypoint) order when shards do
+        # (hash sharding): faiss' ties are ordered by the rows' global keys instead.
+        row_keys = _row_keys(ids, offsets, rank)
+        searcher, m = Searcher(index, row_keys=row_keys), int(offsets[-1])
         dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
         rows = np.full((len(query_desc), params.k), -1, dtype=np.int64)
         for start in range(0, len(query_desc), QUERY_CHUNK):
@@ -366,7 +370,8 @@ class IvfShards:
                     searcher, chunk, params.k, m, TIE_BUDGET, self.cells[part]
                 )
             progress.advance(len(chunk) * len(paths))
-        return ShardHits(ids, offsets, dist, rows)
+        keys = np.where(rows >= 0, row_keys[np.maximum(rows, 0)] if m else -1, -1)
+        return dist, keys
 
     def _merged(self, paths: Sequence[str | os.PathLike]) -> tuple[Any, list[str], np.ndarray]:
         """One index holding the run's shards' lists, rows numbered shard after shard (faiss'
@@ -387,29 +392,29 @@ class IvfShards:
         return index, ids, np.concatenate(offsets)
 
 
+def _row_keys(ids: Sequence[str], offsets: np.ndarray, rank: Mapping[str, int]) -> np.ndarray:
+    """int64 [rows]: the global key (rank of the image id << 32 | keypoint) of every row, image
+    i owning rows ``offsets[i]:offsets[i + 1]``."""
+    counts = np.diff(offsets)
+    image_rank = np.array([rank[i] for i in ids], dtype=np.int64)
+    first = np.repeat(offsets[:-1], counts)
+    return (np.repeat(image_rank, counts) << _KP_BITS) | (np.arange(offsets[-1]) - first)
+
+
 def plan_runs(
-    paths: Sequence[str | os.PathLike],
-    ids: Mapping[str, list[str]],
-    sizes: Mapping[str, int],
-    budget: int,
+    paths: Sequence[str | os.PathLike], sizes: Sequence[int], budget: int
 ) -> list[list[str | os.PathLike]]:
-    """Split a group's shards into runs searched as one index each: shards in order of their
-    first id, a run taking the next shard while its ids all come after the run's (so a row of
-    the merged index orders like the (reference id, keypoint) key: ties break as unsharded) and
-    its descriptors stay within ``budget`` (memory: one run at a time). A shard over the budget
-    or overlapping its neighbour's ids is a run of its own."""
-    ordered = sorted(paths, key=lambda p: (ids[os.fspath(p)][:1], os.fspath(p)))
+    """Split a group's shards, in order, into runs searched as one index each: a run takes the
+    next shard while its descriptors stay within ``budget`` (memory: one run at a time); a
+    shard over the budget is a run of its own."""
     runs: list[list[str | os.PathLike]] = []
-    last_id, used = None, 0
-    for path in ordered:
-        shard_ids, size = ids[os.fspath(path)], sizes[os.fspath(path)]
-        fits = runs and used + size <= budget and (not shard_ids or shard_ids[0] > last_id)
-        if not fits:
+    used = 0
+    for path, size in zip(paths, sizes, strict=True):
+        if not runs or used + size > budget:
             runs.append([])
-            last_id, used = "", 0
+            used = 0
         runs[-1].append(path)
         used += size
-        last_id = max(last_id, shard_ids[-1]) if shard_ids else last_id
     return runs
 
 
@@ -463,9 +468,9 @@ def search_group(
     # or read (ivf) before its first block, so the rate includes that.
     total = len(query_desc) * len(reference_paths)
     progress = Progress(total, "query descriptors × reference shards", log=logger)
-    for run in shards.runs(reference_paths, ids):
+    for run in shards.runs(reference_paths):
         start = time.perf_counter()
-        dist_s, keys_s = _shard_topk(shards.search(query_desc, run, params, progress), rank)
+        dist_s, keys_s = shards.search(query_desc, run, params, progress, rank)
         dist, keys, _ = merge_topk(dist, keys, dist_s, keys_s, params.k)
         names = ", ".join(Path(p).stem for p in run)
         logger.info("%s: searched in %.1f s", names, time.perf_counter() - start)
