@@ -21,9 +21,10 @@ Measured, each job the real rule script (``workflow_scripts/*.py`` through
 (CPU = the child's own user + system time, imports included; peak RSS = the child's VmHWM):
 ``fit_local_index``, ``index_local_shard`` per reference shard, ``assign_local_cells`` of the
 query shard, ``local_search`` per group of ``local.reference_shards_per_job`` shards,
-``local_candidates``. ``--index-only`` stops after the shard indexes (index first, search later). Sizes whose coarse quantizer
-is the same (same ``local.index`` and nlist) share the fit and the shard indexes. A job measured
-before with the same spec is reused (``--fresh`` reruns). ``--large-shards N`` runs only the
+``local_candidates``. ``--index-only`` stops after the shard indexes (index first, search
+later). Sizes whose coarse quantizer is the same (same ``local.index`` and nlist) share the
+fit and the shard indexes. A job measured before with the same spec is reused (``--fresh``
+reruns). ``--large-shards N`` runs only the
 first N shards of the large set (2 cores cannot index 100k references in an afternoon shared
 with other work): its query side is then the least-squares search cost model of its measured
 jobs over all its groups (see ``search_cost_model``), and its recall is not measured.
@@ -1130,9 +1131,10 @@ def plan_lines(plan: Plan, large: SizeRuns, info: dict) -> list:
         "(L scaled by the descriptors per shard); assignment and indexing per descriptor as "
         f"measured at {large.n_refs:,} (same nlist, same HNSW); the candidates' merge per "
         "(query descriptor, group) from the two `local_candidates` jobs. With nlist at "
-        f"{plan.nlist:,} the scan grows with the lists (the `s` term dominates at 1M); a training set that lets "
-        "nlist follow the collection (`nlist: auto` asks 524,288 at 1M, hence ≥ 20M training "
-        "descriptors and a larger `max_training_descriptors`) would keep it flat.",
+        f"{plan.nlist:,} the scan grows with the lists (the `s` term dominates at 1M); a "
+        "training set that lets nlist follow the collection (`nlist: auto` asks 524,288 at "
+        "1M, hence ≥ 20M training descriptors and a larger `max_training_descriptors`) "
+        "would keep it flat.",
     ]
 
 
