@@ -958,6 +958,13 @@ def report(
     ]
     for i, r in enumerate(runs):
         layout = ", ".join(f"{j.runs} ({j.shards})" for j in r.search)
+        if not r.complete:
+            lines.append(
+                f"| {r.n_refs:,} | {r.nlist:,} | {layout} | {per_query[i]:.3f} (model) | "
+                f"{side_rss[i]:.0f} | not measured ({len(r.index)} of {r.total_shards} shards "
+                "indexed) | — |"
+            )
+            continue
         lines.append(
             f"| {r.n_refs:,} | {r.nlist:,} | {layout} | {per_query[i]:.3f} | {side_rss[i]:.0f} "
             f"| {recall_cell(exact, recall['ivf_exact_pairs'][i], r.n_refs)} | "
@@ -1040,7 +1047,16 @@ def verdict_lines(runs, exact, recall, per_query, side_rss, args) -> list:
         return ", ".join(found) or "no exact baseline at this size"
 
     ratio, rss_ratio = per_query[1] / per_query[0], side_rss[1] / side_rss[0]
-    return [
+    partial = (
+        []
+        if large.complete
+        else [
+            f"- Partial run: {len(large.index)} of {large.total_shards} shards of the "
+            f"{large.n_refs:,} set indexed and searched; its query side is the search cost "
+            "model below over the set's groups, and its candidate recall is not measured."
+        ]
+    )
+    return partial + [
         f"- {large.n_refs:,} (nlist {large.nlist:,}) vs {small.n_refs:,} (nlist "
         f"{small.nlist:,}): CPU per query **{ratio:.2f}×** for "
         f"{large.n_refs // small.n_refs}× references (target ≤ 3: {verdict(ratio <= 3)}); "
