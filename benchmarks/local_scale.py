@@ -1047,6 +1047,7 @@ def verdict_lines(runs, exact, recall, per_query, side_rss, args) -> list:
         return ", ".join(found) or "no exact baseline at this size"
 
     ratio, rss_ratio = per_query[1] / per_query[0], side_rss[1] / side_rss[0]
+    large_gap = gaps(1) if large.complete else "not measured (partial run)"
     partial = (
         []
         if large.complete
@@ -1065,7 +1066,7 @@ def verdict_lines(runs, exact, recall, per_query, side_rss, args) -> list:
         f"`index_local_shard` {max(j.rss_mib for j in small.index):.0f} → "
         f"{max(j.rss_mib for j in large.index):.0f} MiB.",
         f"- Candidate recall ivf − exact: at {small.n_refs:,} {gaps(0)}; at "
-        f"{large.n_refs:,} {gaps(1)}. The exact scan cost {exact[-1].cpu_s:.0f} CPU-s for "
+        f"{large.n_refs:,} {large_gap}. The exact scan cost {exact[-1].cpu_s:.0f} CPU-s for "
         f"{len(exact[-1].truth)} queries at {exact[-1].n_refs:,}, hence the samples.",
         "- Against the previous measurement of this section (7.93×: nlist 4,096 at both sizes, "
         "nprobe 16, every shard searched on its own, cells assigned in every search job): "
