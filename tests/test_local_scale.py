@@ -145,6 +145,9 @@ def test_search_cost_model_recovers_its_coefficients() -> None:
 
 
 def test_job_layout_counts_runs_and_scanned_descriptors() -> None:
-    sizes = [2_000_000] * 4 + [600_000]
-    assert ls.job_layout(range(0, 4), sizes, nprobe=8, nlist=1000) == (4, 2, 8 * 8_000_000 / 1000)
+    from copydetect.local_search import RUN_DESCRIPTORS
+
+    half = RUN_DESCRIPTORS // 2
+    sizes = [half] * 4 + [600_000]
+    assert ls.job_layout(range(0, 4), sizes, nprobe=8, nlist=1000) == (4, 2, 8 * 4 * half / 1000)
     assert ls.job_layout(range(4, 5), sizes, nprobe=8, nlist=1000) == (1, 1, 8 * 600.0)

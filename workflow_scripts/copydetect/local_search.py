@@ -67,10 +67,12 @@ DIM = 128
 QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and the result arrays
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
-# Reference descriptors of one merged run of ivf shards (≈ 136 B each in the lists, ≈ 570 MB):
-# each probed cell costs ~1 µs per visit whatever its length, so a query descriptor pays it once
-# per run, not once per shard; the cap keeps a job's memory flat as the collection grows.
-RUN_DESCRIPTORS = 1 << 22
+# Reference descriptors of one merged run of ivf shards (≈ 136 B each in the lists, ≈ 480 MB;
+# a job's peak is about twice that while merging): each probed cell costs ~1 µs per visit
+# whatever its length, so a query descriptor pays it once per run, not once per shard; the cap
+# keeps a job's memory flat as the collection grows (benchmarks/results.md, local recall at
+# 10k vs 100k: 5 shards of 2,000 references per run).
+RUN_DESCRIPTORS = 3_500_000
 _KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
 VOTE_COLUMNS = [
     "query_id",
