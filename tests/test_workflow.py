@@ -324,6 +324,7 @@ def test_a_trained_overlay_detector_adds_the_crop_branches(
         ("embed_vlad", "model=vlad, set=crops_global"),
         ("project_embeddings", "model=vlad, set=crops_global"),
         ("global_search", "model=vlad, view=crops_global"),
+        ("assign_local_cells", "view=crops_local"),
         ("local_search", "view=crops_local"),
         ("local_candidates", "view=crops_local"),
         ("mirror_sift", "view=crops_local"),  # the crops' mirrors, verified too
@@ -419,6 +420,7 @@ def test_the_mirrored_sift_stage_feeds_search_verify_and_the_gallery(
     ]
     assert sorted({rule for rule, _ in jobs}) == [
         "all",
+        "assign_local_cells",
         "evaluate",
         "fuse",
         "local_candidates",
