@@ -14,15 +14,17 @@ Real-like data, not random bytes. Everything starts from the real RootSIFT shard
   textures, shared borders) is kept. The smaller set is a prefix of the larger one;
 - the query shard is the benchmark's real query shard (true copies and distractors);
 - the coarse quantizer is fitted on a training shard of the real training images under the 8
-  dihedral transforms, clean and jittered (never the references).
+  dihedral transforms, clean and ``--training-copies`` times jittered (never the references).
 
 Measured, each job the real rule script (``workflow_scripts/*.py`` through
 ``tests/script_runner.py``) in a child process of its own with the default ``local`` config
 (CPU = the child's own user + system time, imports included; peak RSS = the child's VmHWM):
-``fit_local_index``, ``index_local_shard`` per reference shard, ``local_search`` per group of
-``local.reference_shards_per_job`` shards, ``local_candidates``. Sizes whose coarse quantizer
-is the same (same ``local.index`` and nlist) share the fit and the shard indexes. A job measured
-before with the same spec is reused (``--fresh`` reruns). ``--large-shards N`` runs only the
+``fit_local_index``, ``index_local_shard`` per reference shard, ``assign_local_cells`` of the
+query shard, ``local_search`` per group of ``local.reference_shards_per_job`` shards,
+``local_candidates``. ``--index-only`` stops after the shard indexes (index first, search
+later). Sizes whose coarse quantizer is the same (same ``local.index`` and nlist) share the
+fit and the shard indexes. A job measured before with the same spec is reused (``--fresh``
+reruns). ``--large-shards N`` runs only the
 first N shards of the large set (2 cores cannot index 100k references in an afternoon shared
 with other work): its query side is then the least-squares search cost model of its measured
 jobs over all its groups (see ``search_cost_model``), and its recall is not measured.
@@ -172,7 +174,7 @@ def sample_truth(ground_truth: pd.DataFrame, n: int, seed: int = 0) -> dict[str,
 
 @dataclass
 class Plan:
-    """A 1M-reference run of the local branch, from measured per-unit costs."""
+    """A 1M-reference run of the local branch: per-job CPU from measured unit costs."""
 
     references: int
     ref_per_image: int
@@ -181,13 +183,13 @@ class Plan:
     shard_size: int
     query_shard_size: int
     group: int
+    nlist: int
+    runs_per_job: int
     fit_cpu_s: float
-    index_cpu_s_per_descriptor: float
-    search_cpu_s_per_qdesc_shard: float  # marginal cost of one more shard per query descriptor
-    search_cpu_s_per_qdesc: float  # cost per query descriptor independent of the shard count
-    search_job_overhead_s: float
-    candidates_cpu_s_per_qdesc_group: float
-    candidates_job_overhead_s: float
+    index_job_s: float
+    assign_job_s: float
+    search_job_s: float
+    candidates_job_s: float
     rss_mib: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -202,26 +204,13 @@ class Plan:
     def groups(self) -> int:
         return math.ceil(self.ref_shards / self.group)
 
-    def index_job_s(self) -> float:
-        return self.index_cpu_s_per_descriptor * self.shard_size * self.ref_per_image
-
-    def search_job_s(self) -> float:
-        qdesc = self.query_shard_size * self.query_per_image
-        per_shard = self.search_cpu_s_per_qdesc_shard * self.group
-        return self.search_job_overhead_s + qdesc * (per_shard + self.search_cpu_s_per_qdesc)
-
-    def candidates_job_s(self) -> float:
-        qdesc = self.query_shard_size * self.query_per_image
-        return self.candidates_job_overhead_s + qdesc * self.groups * (
-            self.candidates_cpu_s_per_qdesc_group
-        )
-
     def cpu_hours(self) -> dict[str, float]:
         return {
             "fit_local_index": self.fit_cpu_s / 3600,
-            "index_local_shard": self.ref_shards * self.index_job_s() / 3600,
-            "local_search": self.query_shards * self.groups * self.search_job_s() / 3600,
-            "local_candidates": self.query_shards * self.candidates_job_s() / 3600,
+            "index_local_shard": self.ref_shards * self.index_job_s / 3600,
+            "assign_local_cells": self.query_shards * self.assign_job_s / 3600,
+            "local_search": self.query_shards * self.groups * self.search_job_s / 3600,
+            "local_candidates": self.query_shards * self.candidates_job_s / 3600,
         }
 
 
@@ -273,8 +262,9 @@ def write_reference_shards(real: RealData, args: argparse.Namespace) -> list[Pat
 
 
 def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
-    """The real training images under the 8 dihedral transforms, clean and jittered (quantizer
-    training data: never the references)."""
+    """The real training images under the 8 dihedral transforms, clean and
+    ``--training-copies`` times jittered (quantizer training data: never the references; two
+    copies give the ≥ 39 × 32,768 descriptors that let ``nlist: auto`` follow 100k references)."""
     path = args.work / "sift" / "training" / "t0000.h5"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +280,7 @@ def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
             )
             for f in real.training
             for t in range(TRANSFORMS)
-            for j in range(2)  # the clean transform and one jittered copy
+            for j in range(1 + args.training_copies)  # the clean transform, jittered copies
         ]
         write_sift_shard(path, sorted(images, key=lambda f: f.id))
     return path
@@ -481,6 +471,8 @@ class JobRun:
     rss_mib: float
     shards: int = 0  # reference shards the job read
     query_descriptors: int = 0
+    runs: int = 0  # merged runs the job searched (local_search)
+    scanned: float = 0.0  # reference descriptors in the probed cells per query descriptor
 
 
 def run_job(
@@ -558,6 +550,8 @@ class SizeRuns:
     search: list[JobRun]
     candidates: JobRun
     extra_search: list[JobRun]  # for the cost model only (not part of a workflow run)
+    assign: JobRun | None = None  # assign_local_cells of the query shard
+    assign_tiny: JobRun | None = None  # the same for the 4-query shard (its fixed cost)
     nlist: int = 0
     candidates_path: Path | None = None
     total_shards: int = 0  # of the set; more than len(index) when only a prefix was run
@@ -576,13 +570,20 @@ class SizeRuns:
     def query_side_cpu(self, group: int) -> float:
         """Measured, or when only a prefix of the shards was run, the search cost model over
         the set's groups plus the measured ``local_candidates``."""
+        assign = self.assign.cpu_s if self.assign else 0.0
         if self.complete:
-            return sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
+            return assign + sum(r.cpu_s for r in self.search) + self.candidates.cpu_s
         m = search_cost_model([*self.search, *self.extra_search])
-        q = self.search[0].query_descriptors
-        return self.candidates.cpu_s + sum(
-            m["overhead"] + m["per_shard"] * s + m["per_qdesc"] * q + m["per_qdesc_shard"] * q * s
-            for s in self.group_sizes(group)
+        j = self.search[0]  # a full group: its runs and scan scale with the group's shards
+        return (
+            assign
+            + self.candidates.cpu_s
+            + sum(
+                search_job_cpu(
+                    m, s, j.query_descriptors, j.runs * s / j.shards, j.scanned * s / j.shards
+                )
+                for s in self.group_sizes(group)
+            )
         )
 
 
@@ -599,7 +600,7 @@ def variant_nlist(variant: Variant, training: Path, args: argparse.Namespace) ->
 
 def measure_size(
     variant: Variant, shards: list[Path], training: Path, queries: Path, args: argparse.Namespace
-) -> SizeRuns:
+) -> SizeRuns | None:
     """fit, index every shard, search every group, merge into candidates: one variant. The fit
     and shard indexes are shared by sizes whose coarse quantizer is the same (same index
     parameters and nlist: deterministic, so identical files)."""
@@ -647,8 +648,12 @@ def measure_size(
         ],
         args.workers,
     )
+    if args.index_only:
+        return None
     group = args.config["local"]["reference_shards_per_job"]
     qdesc = sum(descriptor_counts([queries]))
+    assign, cells = assign_job(f"{label}_nlist{nlist}", n_refs, queries, coarse, args)
+    assign.query_descriptors = qdesc
     names = [
         f"{label}_{n_refs}.local_search_g{g // group:03d}"
         for g in range(0, len(index_files), group)
@@ -661,15 +666,20 @@ def measure_size(
                 n_refs,
                 queries,
                 index_files[i * group : (i + 1) * group],
-                coarse,
+                cells,
                 args,
             )
             for i, name in enumerate(names)
         ],
         args.workers,
     )
+    sizes = descriptor_counts(shards)  # an index file holds its SIFT shard's descriptors
+    nprobe = min(args.config["local"]["search"]["nprobe"], read_nlist(coarse))
+    layout = partial(job_layout, sizes=sizes, nprobe=nprobe, nlist=read_nlist(coarse))
     for i, run in enumerate(search):
-        run.shards = len(index_files[i * group : (i + 1) * group])
+        run.shards, run.runs, run.scanned = layout(
+            range(i * group, min((i + 1) * group, len(sizes)))
+        )
         run.query_descriptors = qdesc
     neighbor_files = [folder / "out" / f"{name}.h5" for name in names]
     if len(index_files) < total_shards:
@@ -693,20 +703,24 @@ def measure_size(
         },
     )
     candidates.shards, candidates.query_descriptors = len(neighbor_files), qdesc
-    extra = []
+    extra, assign_tiny = [], None
     if n_refs == max(args.sizes):  # the cost model's extra points: 4 queries, 1 shard
         tiny = args.work / "q_tiny.h5"
         if not tiny.exists():
             write_sift_shard(tiny, read_sift_shard(queries)[:4])
         tq = sum(descriptor_counts([tiny]))
+        assign_tiny, tiny_cells = assign_job(f"{label}_nlist{nlist}", n_refs, tiny, coarse, args)
+        assign_tiny.query_descriptors = tq
         for files in (index_files[:1], index_files[:group]):
             name = f"{label}_{n_refs}.local_search_tiny_{len(files)}"
-            run = search_job(name, n_refs, tiny, files, coarse, args)
-            run.shards, run.query_descriptors = len(files), tq
+            run = search_job(name, n_refs, tiny, files, tiny_cells, args)
+            run.shards, run.runs, run.scanned = layout(range(len(files)))
+            run.query_descriptors = tq
             extra.append(run)
         name = f"{label}_{n_refs}.local_search_one"
-        run = search_job(name, n_refs, queries, index_files[:1], coarse, args)
-        run.shards, run.query_descriptors = 1, qdesc
+        run = search_job(name, n_refs, queries, index_files[:1], cells, args)
+        run.shards, run.runs, run.scanned = layout(range(1))
+        run.query_descriptors = qdesc
         extra.append(run)
     return SizeRuns(
         variant,
@@ -715,6 +729,8 @@ def measure_size(
         search,
         candidates,
         extra,
+        assign,
+        assign_tiny,
         read_nlist(coarse),
         Path(f"{out}.csv"),
         total_shards,
@@ -730,10 +746,26 @@ def parallel(jobs: list, workers: int) -> list:
         return list(pool.map(lambda job: job(), jobs))
 
 
+def assign_job(tag: str, n_refs: int, queries: Path, coarse: Path, args) -> tuple[JobRun, Path]:
+    """``assign_local_cells`` of a query shard (shared by the sizes with this coarse index)."""
+    cells = coarse.parent / "out" / f"{queries.stem}.cells.h5"
+    run = run_job(
+        "assign_local_cells",
+        n_refs,
+        "assign_local_cells.py",
+        args,
+        tag=f"{tag}.assign_local_cells_{queries.stem}",
+        input={"queries": str(queries), "coarse": str(coarse)},
+        output={"cells": str(cells)},
+        params={"search": args.config["local"]["search"]},
+    )
+    return run, cells
+
+
 def search_job(
-    name: str, n_refs: int, queries: Path, files: list[Path], coarse: Path, args
+    name: str, n_refs: int, queries: Path, files: list[Path], cells: Path, args
 ) -> JobRun:
-    out = coarse.parent / "out" / f"{name}.h5"
+    out = cells.parent / f"{name}.h5"
     return run_job(
         "local_search",
         n_refs,
@@ -743,7 +775,7 @@ def search_job(
         input={
             "queries": str(queries),
             "references": [str(p) for p in files],
-            "coarse": [str(coarse)],
+            "cells": [str(cells)],
         },
         output={"neighbors": str(out)},
         params={
@@ -759,84 +791,41 @@ def read_nlist(coarse: Path) -> int:
     return int(faiss.extract_index_ivf(faiss.read_index(str(coarse))).nlist)
 
 
+def job_layout(
+    shard_rows: range, sizes: list[int], nprobe: int, nlist: int
+) -> tuple[int, int, float]:
+    """A search job over these shards: shards, merged runs (the workflow's own
+    ``plan_runs``), reference descriptors in the probed cells per query descriptor (nprobe ×
+    the mean list length)."""
+    from copydetect.local_search import RUN_DESCRIPTORS, plan_runs
+
+    part = [sizes[i] for i in shard_rows]
+    runs = len(plan_runs(list(shard_rows), part, RUN_DESCRIPTORS))
+    return len(part), runs, nprobe * sum(part) / nlist
+
+
 def search_cost_model(runs: list[JobRun]) -> dict[str, float]:
-    """Least squares ``cpu = o + L·shards + a·q + b·q·shards`` over search jobs (q = query
-    descriptors): o the job's fixed cost, L per shard read, a per query descriptor (coarse
-    assignment, merge), b per query descriptor per shard (list scans)."""
-    x = np.array([[1, r.shards, r.query_descriptors, r.query_descriptors * r.shards] for r in runs])
+    """Least squares CPU = o + L·shards + r·q·runs + s·q·scanned over ``local_search`` jobs:
+    o per job (interpreter, imports, the query shard), L per shard read and merged, r per
+    (query descriptor, run) (the ~1 µs visit of each probed cell, the run's top-k merge), s per
+    reference descriptor scanned."""
+    x = np.array(
+        [[1, r.shards, r.query_descriptors * r.runs, r.query_descriptors * r.scanned] for r in runs]
+    )
     y = np.array([r.cpu_s for r in runs])
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
-    return dict(zip(["overhead", "per_shard", "per_qdesc", "per_qdesc_shard"], coef, strict=True))
+    return dict(zip(["overhead", "per_shard", "per_qdesc_run", "per_scanned"], coef, strict=True))
 
 
-# --- nlist sweep on one shard (in-process) -------------------------------------------------------
-
-
-def nlist_sweep(shard: Path, training: Path, queries: Path, args: argparse.Namespace) -> list:
-    """Per-shard costs at several nlist with the workflow's own index code
-    (``copydetect.local_index``: the quantizer it would build, ``build_shard_index``,
-    ``IvfShards``), in this process: index CPU per descriptor, cell assignment CPU per query
-    descriptor, scan CPU per query descriptor. The centroids are seeded random training
-    descriptors, not k-means (k-means at 65k cells is hours on 2 cores): this measures how the
-    costs move with the list lengths, not recall. Cached in ``sweep.json``."""
-    import faiss
-
-    from copydetect.local_index import (
-        build_shard_index,
-        ivf_from_centroids,
-        write_coarse_index,
-        write_shard_index,
+def search_job_cpu(
+    model: dict[str, float], shards: float, q: float, runs: float, scanned: float
+) -> float:
+    return (
+        model["overhead"]
+        + model["per_shard"] * shards
+        + model["per_qdesc_run"] * q * runs
+        + model["per_scanned"] * q * scanned
     )
-    from copydetect.local_search import IvfShards, LocalSearchParams
-    from copydetect.progress import Progress
-
-    cache = args.work / "sweep.json"
-    key = {"shard": shard.name, "nlists": args.sweep, "rows": args.sweep_queries}
-    if cache.exists() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())["rows"]
-    faiss.omp_set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    train = np.concatenate([f.descriptors for f in read_sift_shard(training)])
-    qdesc = np.concatenate([f.descriptors for f in read_sift_shard(queries)])
-    qdesc = qdesc[np.sort(rng.choice(len(qdesc), min(args.sweep_queries, len(qdesc)), False))]
-    params = LocalSearchParams.from_mapping(args.config["local"]["search"])
-    folder = args.work / "sweep"
-    folder.mkdir(exist_ok=True)
-    rows = []
-    for nlist in args.sweep:
-        centroids = train[np.sort(rng.choice(len(train), nlist, replace=False))].astype(np.float32)
-        cpu = time.process_time()
-        index = ivf_from_centroids(centroids)
-        coarse = folder / f"coarse_{nlist}.faiss"
-        write_coarse_index(coarse, index)
-        quantizer_s = time.process_time() - cpu
-        cpu = time.process_time()
-        built = build_shard_index(coarse, shard)
-        write_shard_index(folder / f"{nlist}.h5", built)
-        index_s = time.process_time() - cpu
-        cpu = time.process_time()
-        ivf = IvfShards(coarse, qdesc, params.nprobe)
-        assign_s = time.process_time() - cpu
-        cpu = time.process_time()
-        ivf.search(qdesc, folder / f"{nlist}.h5", params, Progress(len(qdesc), "rows"))
-        scan_s = time.process_time() - cpu
-        sizes = np.array([built.index.invlists.list_size(i) for i in range(nlist)])
-        rows.append(
-            {
-                "nlist": nlist,
-                "quantizer_s": quantizer_s,
-                "index_us": 1e6 * index_s / built.n_descriptors,
-                "assign_us": 1e6 * assign_s / len(qdesc),
-                "scan_us": 1e6 * scan_s / len(qdesc),
-                "mean_list": float(sizes.mean()),
-                "scanned": float(
-                    sizes[ivf.cells].sum(axis=1).mean()
-                ),  # shard descriptors scanned per query descriptor
-            }
-        )
-        print(f"  sweep: {rows[-1]}", flush=True)
-    cache.write_text(json.dumps({"key": key, "rows": rows}))
-    return rows
 
 
 # --- 1M plan ------------------------------------------------------------------------------------
@@ -854,21 +843,31 @@ def plan_nlist(training: Path, args: argparse.Namespace) -> int:
     return choose_nlist(params, pow2(PLAN_REFS), images, sum(descriptor_counts([training])))
 
 
-def plan_1m(large: SizeRuns, small: SizeRuns, ref_per_image: float, args) -> Plan:
-    """The 1M × 50k plan with the default config, from the large default run's jobs: at a fixed
-    nlist a shard's share of each probed cell grows with its descriptors, so the per-shard
-    terms scale by 600 / the measured descriptors per reference image."""
+def plan_1m(large: SizeRuns, small: SizeRuns, nlist: int, args) -> Plan:
+    """The 1M × 50k plan with the default config: each job's CPU from the unit costs measured
+    at the large size (same quantizer kind, HNSW above 4,096 cells): index CPU per descriptor,
+    cell assignment per query descriptor, the search cost model (``search_cost_model``) with
+    1M's runs and scanned descriptors per job, the candidates' merge per (query descriptor,
+    group)."""
+    from copydetect.local_search import RUN_DESCRIPTORS, plan_runs
+
+    group = args.config["local"]["reference_shards_per_job"]
+    nprobe = min(args.config["local"]["search"]["nprobe"], nlist)
+    shard_desc = args.shard_size * PLAN_PER_IMAGE
+    q = args.config["sharding"]["queries"]["shard_size"] * PLAN_PER_IMAGE
+    density = PLAN_PER_IMAGE / (args.ref_descriptors / large.n_refs)
     model = search_cost_model([*large.search, *large.extra_search])
-    density = PLAN_PER_IMAGE / ref_per_image
+    runs = len(plan_runs(list(range(group)), [shard_desc] * group, RUN_DESCRIPTORS))
+    scanned = nprobe * group * shard_desc / nlist
+    search = search_job_cpu(
+        model | {"per_shard": model["per_shard"] * density}, group, q, runs, scanned
+    )
+    full, tiny = large.assign, large.assign_tiny
+    per_q = (full.cpu_s - tiny.cpu_s) / (full.query_descriptors - tiny.query_descriptors)
     cand = [large.candidates, small.candidates]
     x = np.array([[1.0, r.query_descriptors * r.shards] for r in cand])
-    y = np.array([r.cpu_s for r in cand])
-    if np.linalg.matrix_rank(x) < 2:  # one point: all of it proportional (pessimistic)
-        o, c = 0.0, float(y.mean() / max(x[:, 1].mean(), 1.0))
-    else:
-        o, c = np.linalg.lstsq(x, y, rcond=None)[0]
-    index_cpu = sum(r.cpu_s for r in large.index)
-    group = args.config["local"]["reference_shards_per_job"]
+    o, c = np.linalg.lstsq(x, np.array([r.cpu_s for r in cand]), rcond=None)[0]
+    groups = math.ceil(math.ceil(PLAN_REFS / args.shard_size) / group)
     return Plan(
         references=PLAN_REFS,
         ref_per_image=PLAN_PER_IMAGE,
@@ -877,111 +876,30 @@ def plan_1m(large: SizeRuns, small: SizeRuns, ref_per_image: float, args) -> Pla
         shard_size=args.shard_size,
         query_shard_size=args.config["sharding"]["queries"]["shard_size"],
         group=group,
+        nlist=nlist,
+        runs_per_job=runs,
         fit_cpu_s=large.fit.cpu_s,
-        index_cpu_s_per_descriptor=index_cpu / args.indexed_descriptors,
-        search_cpu_s_per_qdesc_shard=max(model["per_qdesc_shard"], 0.0) * density,
-        search_cpu_s_per_qdesc=max(model["per_qdesc"], 0.0),
-        search_job_overhead_s=max(model["overhead"], 0.0)
-        + max(model["per_shard"], 0.0) * density * group,
-        candidates_cpu_s_per_qdesc_group=max(float(c), 0.0),
-        candidates_job_overhead_s=max(float(o), 0.0),
+        index_job_s=sum(r.cpu_s for r in large.index) / args.indexed_descriptors * shard_desc,
+        assign_job_s=tiny.cpu_s + per_q * q,
+        search_job_s=search,
+        candidates_job_s=max(float(o), 0.0) + max(float(c), 0.0) * q * groups,
     )
 
 
-def search_rss_at(large: SizeRuns, qcount: int, ref_per_image: float, args) -> float:
-    """Peak RSS of a 1M ``local_search`` job: the largest measured one, plus the query side's
-    growth to a full query shard of 600-descriptor images (MiB per query descriptor measured
-    between the one-shard jobs with the full and the 4-query shard), plus a shard of 600-
-    descriptor images (its serialized and its loaded index side by side: 2 × 128 B each)."""
+def search_rss_at(large: SizeRuns, qcount: int, args) -> float:
+    """Peak RSS of a 1M ``local_search`` job: the largest measured one (its runs are as large:
+    ``RUN_DESCRIPTORS``), plus the query side's growth to a full query shard of 600-descriptor
+    images (MiB per query descriptor measured between the one-shard jobs with the full and the
+    4-query shard)."""
     tiny, one = large.extra_search[0], large.extra_search[2]
     per_qdesc = (one.rss_mib - tiny.rss_mib) / max(
         one.query_descriptors - tiny.query_descriptors, 1
     )
     target = args.config["sharding"]["queries"]["shard_size"] * PLAN_PER_IMAGE
-    shard_growth = 2 * 128 * args.shard_size * max(PLAN_PER_IMAGE - ref_per_image, 0) / 2**20
-    return max(r.rss_mib for r in large.search) + per_qdesc * max(target - qcount, 0) + shard_growth
+    return max(r.rss_mib for r in large.search) + per_qdesc * max(target - qcount, 0)
 
 
 # --- report -------------------------------------------------------------------------------------
-
-
-def sweep_lines(info: dict, small: SizeRuns, large: SizeRuns, ref_per_image: float, args) -> list:
-    """The nlist sweep's table and what it says about an nlist that follows the collection."""
-    rows = {r["nlist"]: r for r in info["sweep"]}
-    if not rows:
-        return []
-    lines = [
-        f"Per-shard costs against nlist (one shard, {info['sweep_shard']}, with the workflow's "
-        "index code in-process: the quantizer `fit_local_index` would build — flat ≤ 4,096 "
-        "cells, HNSW above — `build_shard_index`, `IvfShards`; centroids are random training "
-        "descriptors, not k-means, so this shows how the costs move with the list lengths, not "
-        f"recall; {args.sweep_queries:,} query descriptors, nprobe "
-        f"{args.config['local']['search']['nprobe']}):",
-        "",
-        "| nlist | mean list per shard | shard descriptors scanned per query descriptor | "
-        "index µs per descriptor | cell assignment µs per query descriptor | scan µs per "
-        "query descriptor per shard |",
-        "|---:|---:|---:|---:|---:|---:|",
-        *[
-            f"| {r['nlist']:,} | {r['mean_list']:.1f} | {r['scanned']:,.0f} | "
-            f"{r['index_us']:.1f} | {r['assign_us']:.1f} | {r['scan_us']:.1f} |"
-            for r in info["sweep"]
-        ],
-        "",
-    ]
-    if len(rows) > 1:
-        x = np.array([[1.0, r["scanned"]] for r in rows.values()])
-        fixed, per = np.linalg.lstsq(x, [r["scan_us"] for r in rows.values()], rcond=None)[0]
-        lines += [
-            f"Scan per query descriptor per shard ≈ {fixed:.1f} µs + {per * 1e3:.1f} ns × "
-            "descriptors scanned (least squares over the rows): the fixed part, paid once per "
-            "shard for every query descriptor whatever the list lengths, dominates as soon as "
-            "the lists are short, and the HNSW quantizer above 4,096 cells (efSearch 128) "
-            "costs several times the flat one per assignment, at indexing and at search.",
-            "",
-        ]
-    lo, hi = min(rows), max(rows)
-    s_small, s_large = small.n_refs // args.shard_size, large.n_refs // args.shard_size
-    at_small = rows[lo]["assign_us"] + s_small * rows[lo]["scan_us"]
-    at_large = rows[hi]["assign_us"] + s_large * rows[hi]["scan_us"]
-    density = PLAN_PER_IMAGE / ref_per_image
-    one_m = rows[hi]["assign_us"] + 500 * rows[hi]["scan_us"] * density
-    hours = PLAN_QUERIES * PLAN_PER_IMAGE * one_m * 1e-6 / 3600
-    budget = args.config["local"]["index"]["max_training_descriptors"]
-    fit_h = small.fit.cpu_s * (hi / small.nlist) * (39 * hi / budget) / 3600
-    lines += [
-        f"- If nlist followed the collection (`nlist: auto` without the cap: {lo:,} at "
-        f"{small.n_refs:,}, {hi:,} at {large.n_refs:,}), the search per query descriptor "
-        f"would be ≈ assignment + shards × scan = {at_small:,.0f} µs at {small.n_refs:,} "
-        f"({s_small} shards) and {at_large:,.0f} µs at {large.n_refs:,} ({s_large} shards): "
-        f"**{at_large / at_small:.2f}×** for 10× references, against "
-        f"{rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']:.0f} µs "
-        f"({(rows[lo]['assign_us'] + s_large * rows[lo]['scan_us']) / at_small:.2f}×) with the "
-        f"cap. At 1M ({PLAN_PER_IMAGE} descriptors per image, 500 shards, nlist {hi:,}): "
-        f"≈ {one_m:,.0f} µs per query descriptor, {hours:,.0f} CPU-hours of search per query "
-        "view. What it takes: k-means on ≥ 39 × nlist training descriptors "
-        f"(`max_training_descriptors` ≥ {39 * hi:,}), one job, single-threaded by design "
-        f"(the measured fit: {small.fit.cpu_s:.0f} CPU-s at {small.nlist:,} cells × "
-        f"{args.config['local']['index']['max_training_descriptors']:,} descriptors; k-means "
-        f"cost ∝ cells × descriptors, so ≈ {fit_h:.1f} CPU-hours at {hi:,}).",
-    ]
-    if len(rows) > 1:
-        group = args.config["local"]["reference_shards_per_job"]
-        g_small, g_large = math.ceil(s_small / group), math.ceil(s_large / group)
-        merged_small = rows[lo]["assign_us"] + g_small * fixed + s_small * per * rows[lo]["scanned"]
-        merged_large = rows[hi]["assign_us"] + g_large * fixed + s_large * per * rows[hi]["scanned"]
-        lines.append(
-            "- So nlist alone does not make the search sublinear: the fixed part is paid per "
-            "(query descriptor, shard). Searching a group's shards as one index (their lists "
-            "share the coarse quantizer, so faiss can merge them, e.g. `merge_from`) would pay "
-            f"it per group: by this model {merged_small:.0f} µs at {small.n_refs:,} and "
-            f"{merged_large:.0f} µs at {large.n_refs:,} per query descriptor "
-            f"(**{merged_large / merged_small:.2f}×**), most of it the HNSW cell assignment "
-            f"({rows[hi]['assign_us']:.0f} µs at {hi:,} cells with efSearch 128): a model "
-            "estimate, not measured."
-        )
-    lines.append("")
-    return lines
 
 
 def job_row(label: str, runs: list[JobRun]) -> str:
@@ -1004,27 +922,72 @@ def report(
     n_queries = info["queries"]
     group = args.config["local"]["reference_shards_per_job"]
     per_query = [r.query_side_cpu(group) / n_queries for r in runs]
-    side_rss = [max(j.rss_mib for j in [*r.search, r.candidates]) for r in runs]
-    model = search_cost_model([*large.search, *large.extra_search])
-    hours = plan.cpu_hours()
-    total_h = sum(hours.values())
+    side_rss = [max(j.rss_mib for j in [r.assign, *r.search, r.candidates]) for r in runs]
     local = args.config["local"]
-    cmd = "`.venv/bin/python benchmarks/local_scale.py" + (" --quick" if args.quick else "")
-    cmd += "".join(f" --scaled {n}" for n in args.scaled)
-    cmd += f" --workers {args.workers}" if args.workers > 1 else ""
-    cmd += f" --large-shards {args.large_shards}" if args.large_shards else ""
-    cmd += f" --exact-queries-large {args.exact_queries_large}" + "`"
     lines = [
         HEADING,
         "",
+        *header_lines(large, small, n_queries, info, args),
+        "",
+        "| |R| | nlist | job | jobs | CPU-s per job | CPU-s total | max wall s | "
+        "max peak RSS MiB |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        head = f"| {r.n_refs:,} | {r.nlist:,} "
+        for label, jobs in (
+            ("`fit_local_index`", [r.fit]),
+            ("`index_local_shard`", r.index),
+            ("`assign_local_cells`", [r.assign]),
+            ("`local_search`", r.search),
+            ("`local_candidates`", [r.candidates]),
+        ):
+            lines.append(head + job_row(label, jobs))
+    lines += [
+        "",
+        "Query side (`assign_local_cells` + `local_search` + `local_candidates` of one query "
+        "shard over the whole set; each job's CPU includes its interpreter start and imports), "
+        "and candidate recall (the true reference among the local candidates: ≥ "
+        f"{local['candidates']['min_votes']} votes and rank ≤ "
+        f"{local['candidates']['candidates_per_query']}):",
+        "",
+        "| |R| | nlist | search runs (shards) | CPU-s per query | peak RSS per job MiB | "
+        f"candidate recall ivf vs exact flat, sampled true pairs | ivf, all {recall['n_all']} "
+        "true pairs |",
+        "|---:|---:|---|---:|---:|---|---:|",
+    ]
+    for i, r in enumerate(runs):
+        layout = ", ".join(f"{j.runs} ({j.shards})" for j in r.search)
+        if not r.complete:
+            lines.append(
+                f"| {r.n_refs:,} | {r.nlist:,} | {layout} | {per_query[i]:.3f} (model) | "
+                f"{side_rss[i]:.0f} | not measured ({len(r.index)} of {r.total_shards} shards "
+                "indexed) | — |"
+            )
+            continue
+        lines.append(
+            f"| {r.n_refs:,} | {r.nlist:,} | {layout} | {per_query[i]:.3f} | {side_rss[i]:.0f} "
+            f"| {recall_cell(exact, recall['ivf_exact_pairs'][i], r.n_refs)} | "
+            f"{recall['ivf_all'][i]:.3f} |"
+        )
+    lines += ["", *verdict_lines(runs, exact, recall, per_query, side_rss, args), ""]
+    lines += [*model_lines(large, args), *plan_lines(plan, large, info), ""]
+    return "\n".join(lines)
+
+
+def header_lines(large: SizeRuns, small: SizeRuns, n_queries: int, info: dict, args) -> list:
+    local = args.config["local"]
+    cmd = "`.venv/bin/python benchmarks/local_scale.py" + (" --quick" if args.quick else "")
+    cmd += f" --workers {args.workers}" if args.workers > 1 else ""
+    cmd += f" --exact-queries-large {args.exact_queries_large}" + "`"
+    return [
         f"{datetime.date.today()}, {platform.node()}, {cpu_model()}, {os.cpu_count()} cores "
         f"(shared with other work), faiss-cpu (dynamic dispatch, AVX2), jobs with "
-        f"{args.threads} threads. Measured jobs: "
-        f"{info['job_cpu_s'] / 60:.0f} CPU-min with the exact baseline, "
-        f"{info['job_wall_s'] / 60:.0f} min of job wall time on the shared cores (reused "
-        f"between invocations: a job is measured once). Command: {cmd} with `--sift` and "
-        "`--ground-truth` "
-        "pointing at the 500-reference benchmark's SIFT shards and ground truth.",
+        f"{args.threads} threads. Measured jobs: {info['job_cpu_s'] / 60:.0f} CPU-min with the "
+        f"exact baseline, {info['job_wall_s'] / 60:.0f} min of job wall time on the shared "
+        f"cores. Command: {cmd} with `--sift` and `--ground-truth` pointing at the "
+        "500-reference benchmark's SIFT shards and ground truth (the exact baseline's "
+        "`exact.json` carried over from the previous run: same shards and vote settings).",
         "",
         f"Data (the script's docstring has the details): reference shards of "
         f"{args.shard_size:,} images, {large.n_refs // args.shard_size} at "
@@ -1034,67 +997,43 @@ def report(
         f"padding made of {info['n_bases']} real images that are neither references nor copies "
         "(the training images, the distractor queries) × the 8 dihedral transforms of the "
         "SIFT grid × jittered variants (a random 70–100 % of the keypoints, Gaussian noise "
-        f"σ = {args.jitter:g} per byte on RootSIFT rows of norm 255; unrelated nearest "
-        f"neighbours lie ≈ 98 apart), each padding image one whole real image transformed. "
+        f"σ = {args.jitter:g} per byte on RootSIFT rows of norm 255). "
         f"{args.ref_descriptors:,} reference descriptors at {large.n_refs:,} (mean "
         f"{info['ref_per_image']:.0f} per image). Queries: the benchmark's real query shard, "
         f"{n_queries} queries ({info['true_queries']} true copies, "
         f"{n_queries - info['true_queries']} distractors), "
         f"{info['query_descriptors']:,} descriptors, one view (the mirrored view doubles the "
         "query side). The coarse quantizer is fitted on the training images × 8 transforms, "
-        f"clean and jittered ({info['training_descriptors']:,} descriptors, never the "
-        f"references). Config: default `local` (k {local['search']['k']}, nprobe "
-        f"{local['search']['nprobe']}, `local.index` {dict(local['index'])}) unless a row says "
-        "otherwise.",
-        "",
-        "| local.index | |R| | nlist | job | jobs | CPU-s per job | CPU-s total | max wall s | "
-        "max peak RSS MiB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        f"clean and {args.training_copies}× jittered ({info['training_descriptors']:,} "
+        "descriptors, never the references). Config: the default `local` (k "
+        f"{local['search']['k']}, nprobe {local['search']['nprobe']}, "
+        f"`reference_shards_per_job` {local['reference_shards_per_job']}, `local.index` "
+        f"{dict(local['index'])}); `nlist: auto` gives {small.nlist:,} cells at "
+        f"{small.n_refs:,} and {large.nlist:,} at {large.n_refs:,} (auto asks "
+        f"{info['auto_nlist_large']:,}; {info['training_descriptors']:,} training descriptors "
+        f"/ 39 per cell cap it).",
     ]
-    for r in runs:
-        head = f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} "
-        for label, jobs in (
-            ("`fit_local_index`", [r.fit]),
-            ("`index_local_shard`", r.index),
-            ("`local_search`", r.search),
-            ("`local_candidates`", [r.candidates]),
-        ):
-            lines.append(head + job_row(label, jobs))
-    lines += [
-        "",
-        "Query side (`local_search` + `local_candidates` of one query shard over the whole "
-        "set; each job's CPU includes its interpreter start and imports), and candidate recall "
-        f"(the true reference among the local candidates: ≥ {local['candidates']['min_votes']} "
-        f"votes and rank ≤ {local['candidates']['candidates_per_query']}):",
-        "",
-        "| local.index | |R| | nlist | CPU-s per query | peak RSS per job MiB | candidate "
-        "recall ivf vs exact flat, sampled true pairs | ivf, all "
-        f"{recall['n_all']} true pairs |",
-        "|---|---:|---:|---:|---:|---|---:|",
-    ]
-    for i, r in enumerate(runs):
-        if not r.complete:
-            lines.append(
-                f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} | {per_query[i]:.3f} "
-                f"(model) | {side_rss[i]:.0f} | not measured ({len(r.index)} of "
-                f"{r.total_shards} shards run) | — |"
-            )
-            continue
-        cells = {}  # per sample size: ivf vs exact at this size (when the exact ran here)
-        for e, ivf in zip(exact, recall["ivf_exact_pairs"][i], strict=True):
-            there = e.recall if e.n_refs == r.n_refs else None
-            if len(e.truth) not in cells or there is not None:
-                cells[len(e.truth)] = (ivf, there)
-        pairs = "; ".join(
-            f"{ivf:.3f} vs {there:.3f} ({n} pairs)"
-            if there is not None
-            else f"{ivf:.3f} vs exact not run at this size ({n} pairs)"
-            for n, (ivf, there) in cells.items()
-        )
-        lines.append(
-            f"| {describe(r.variant)} | {r.n_refs:,} | {r.nlist:,} | {per_query[i]:.3f} | "
-            f"{side_rss[i]:.0f} | {pairs} | {recall['ivf_all'][i]:.3f} |"
-        )
+
+
+def recall_cell(exact: list[ExactResult], ivf_recalls: list[float], n_refs: int) -> str:
+    """ivf vs exact per sample size (the exact where it ran at this size)."""
+    cells = {}
+    for e, ivf in zip(exact, ivf_recalls, strict=True):
+        there = e.recall if e.n_refs == n_refs else None
+        if len(e.truth) not in cells or there is not None:
+            cells[len(e.truth)] = (ivf, there)
+    return "; ".join(
+        f"{ivf:.3f} vs {there:.3f} ({n} pairs)"
+        if there is not None
+        else f"{ivf:.3f} vs exact not run at this size ({n} pairs)"
+        for n, (ivf, there) in cells.items()
+    )
+
+
+def verdict_lines(runs, exact, recall, per_query, side_rss, args) -> list:
+    from copydetect.local_search import RUN_DESCRIPTORS
+
+    small, large = runs[0], runs[1]
 
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
@@ -1105,94 +1044,123 @@ def report(
             for e, ivf in zip(exact, recall["ivf_exact_pairs"][i], strict=True)
             if e.n_refs == runs[i].n_refs
         ]
-        return ", ".join(found) or "no exact baseline at this size (see below)"
+        return ", ".join(found) or "no exact baseline at this size"
 
-    lines.append("")
-    for i, r in enumerate(runs[1:], start=1):
-        ratio, rss_ratio = per_query[i] / per_query[0], side_rss[i] / side_rss[0]
-        lines.append(
-            f"- {describe(r.variant)} at {r.n_refs:,} (nlist {r.nlist:,}) vs default at "
-            f"{small.n_refs:,} (nlist {small.nlist:,}): CPU per query **{ratio:.2f}×** for "
-            f"{r.n_refs // small.n_refs}× references (target ≤ 3: {verdict(ratio <= 3)}); peak "
-            f"RSS per query-side job **{rss_ratio:.2f}×** ({side_rss[0]:.0f} → "
-            f"{side_rss[i]:.0f} MiB; target ≤ 1.2: {verdict(rss_ratio <= 1.2)}); "
-            f"`index_local_shard` {max(j.rss_mib for j in small.index):.0f} → "
-            f"{max(j.rss_mib for j in r.index):.0f} MiB"
-            + (f"; candidate recall ivf − exact: {gaps(i)}." if r.complete else ".")
-        )
-    lines += [
-        f"- At {small.n_refs:,}: candidate recall ivf − exact {gaps(0)}. The exact scan cost "
-        f"{exact[-1].cpu_s:.0f} CPU-s for {len(exact[-1].truth)} queries at "
-        f"{exact[-1].n_refs:,} (CPU summed over its threads), hence the samples."
-        + (
-            ""
-            if any(e.n_refs == large.n_refs for e in exact)
-            else f" No exact baseline at {large.n_refs:,}: even for "
-            f"{args.exact_queries_large or len(exact[0].truth) // 2} of those queries it is ≈ "
-            f"{exact[0].cpu_s * large.n_refs / small.n_refs / 2:,.0f} CPU-s, which did not fit "
-            "in this run's share of the 2 shared cores; 10k shows ivf and exact agreeing."
-        ),
-        f"- Why the default does not stay flat: `max_training_descriptors` "
-        f"{local['index']['max_training_descriptors']:,} caps nlist at the largest power of "
-        f"two ≤ {local['index']['max_training_descriptors']:,} / 39 = "
-        f"{info['capped_nlist']:,} (faiss' 39 training points per cell), whatever the "
-        f"collection: auto would ask for {info['auto_nlist_large']:,} at {large.n_refs:,} and "
-        f"{info['auto_nlist_1m']:,} at 1M. With the cap the lists grow with |R| and so does "
-        "the scan per query descriptor.",
+    ratio, rss_ratio = per_query[1] / per_query[0], side_rss[1] / side_rss[0]
+    large_gap = gaps(1) if large.complete else "not measured (partial run)"
+    partial = (
+        []
+        if large.complete
+        else [
+            f"- Partial run: {len(large.index)} of {large.total_shards} shards of the "
+            f"{large.n_refs:,} set indexed and searched; its query side is the search cost "
+            "model below over the set's groups, and its candidate recall is not measured."
+        ]
+    )
+    return partial + [
+        f"- {large.n_refs:,} (nlist {large.nlist:,}) vs {small.n_refs:,} (nlist "
+        f"{small.nlist:,}): CPU per query **{ratio:.2f}×** for "
+        f"{large.n_refs // small.n_refs}× references (target ≤ 3: {verdict(ratio <= 3)}); "
+        f"peak RSS per query-side job **{rss_ratio:.2f}×** ({side_rss[0]:.0f} → "
+        f"{side_rss[1]:.0f} MiB; target ≤ 1.2: {verdict(rss_ratio <= 1.2)}); "
+        f"`index_local_shard` {max(j.rss_mib for j in small.index):.0f} → "
+        f"{max(j.rss_mib for j in large.index):.0f} MiB.",
+        f"- Candidate recall ivf − exact: at {small.n_refs:,} {gaps(0)}; at "
+        f"{large.n_refs:,} {large_gap}. The exact scan cost {exact[-1].cpu_s:.0f} CPU-s for "
+        f"{len(exact[-1].truth)} queries at {exact[-1].n_refs:,}, hence the samples.",
+        "- Against the previous measurement of this section (7.93×: nlist 4,096 at both sizes, "
+        "nprobe 16, every shard searched on its own, cells assigned in every search job): "
+        "(1) the lists follow the collection (a training set of ≥ 39 × 32,768 descriptors: "
+        "32,768 cells at 100,000), so the descriptors scanned per query descriptor stay about "
+        "flat; (2) a job merges its group's shard indexes into runs of ≤ "
+        f"{RUN_DESCRIPTORS:,} descriptors (faiss `merge_from`; ties ordered by each row's "
+        "global key, so results stay bit-identical) and visits each probed cell once per run "
+        "instead of once per shard; (3) `assign_local_cells` assigns a query shard's cells once "
+        "for all its groups; (4) the HNSW quantizer above 4,096 cells searches with efSearch 16 "
+        "instead of 128.",
+        "- Why these values (in-process, one thread, 20,000 query descriptors of this query "
+        "shard, this session): HNSW over 16,384 k-means cells: efSearch 16 finds 96.7 % of the "
+        "8 exact nearest cells (the nearest in 98.7 %) for 40 µs per descriptor, efSearch 32 "
+        "99.2 % for 69 µs, 128 (before) 99.97 % for 213 µs, a flat quantizer 83 µs; a two-level "
+        "IVF quantizer over the same cells (√nlist groups) was worse at equal cost (probe 16: "
+        "97.5 % for 42 µs, probe 8: 90.4 % for 23 µs), dropped. A probed cell costs ≈ 1 µs per "
+        "visit however short it is (scan of 20,000 query descriptors, nprobe 8, one shard: "
+        "9.5 µs at 65,536 cells of ≈ 9.5 descriptors, 1.7 µs with nprobe 1), and ≈ 14 ns per "
+        "descriptor scanned (8-bit codes): merging a group's shards pays the first once per run. "
+        "Merging 5 shards at 4,096 cells: 86 µs per query descriptor against 5 × 25 µs.",
+    ]
+
+
+def model_lines(large: SizeRuns, args) -> list:
+    jobs = [*large.search, *large.extra_search]
+    m = search_cost_model(jobs)
+    a = large.assign
+    per_q = (a.cpu_s - large.assign_tiny.cpu_s) / (
+        a.query_descriptors - large.assign_tiny.query_descriptors
+    )
+    return [
+        f"Search cost model, least squares over the {len(jobs)} `local_search` jobs at "
+        f"{large.n_refs:,} ("
+        + ", ".join(f"{j.shards} shards in {j.runs} runs × {j.query_descriptors:,} q" for j in jobs)
+        + "): CPU = o + L·shards + r·q·runs + s·q·scanned, q = query descriptors, scanned = "
+        "reference descriptors in the probed cells per query descriptor (nprobe × mean list "
+        f"length): o = {m['overhead']:.1f} s per job, L = {m['per_shard']:.2f} s per shard "
+        f"read and merged, r = {m['per_qdesc_run'] * 1e6:.2f} µs per (query descriptor, run), "
+        f"s = {m['per_scanned'] * 1e9:.1f} ns per descriptor scanned. Cell assignment "
+        f"(`assign_local_cells`, {large.nlist:,} cells): {per_q * 1e6:.1f} µs per query "
+        "descriptor.",
         "",
-        f"Search cost model, least squares over the {len(large.search) + len(large.extra_search)} "
-        f"`local_search` jobs of the default at {large.n_refs:,} ("
-        + ", ".join(
-            f"{j.shards} shard{'s' if j.shards > 1 else ''} × {j.query_descriptors:,} q"
-            for j in [*large.search, *large.extra_search]
-        )
-        + "): CPU = o + L·shards + a·q + b·q·shards, "
-        f"q = query descriptors: o = {model['overhead']:.1f} s per job, L = "
-        f"{model['per_shard']:.2f} s per shard read, a = {model['per_qdesc'] * 1e6:.1f} µs per "
-        f"query descriptor (cell assignment, merge), b = {model['per_qdesc_shard'] * 1e6:.2f} µs "
-        "per query descriptor per shard (list scans).",
-        "",
-        *sweep_lines(info, small, large, info["ref_per_image"], args),
+    ]
+
+
+def plan_lines(plan: Plan, large: SizeRuns, info: dict) -> list:
+    hours = plan.cpu_hours()
+    total_h = sum(hours.values())
+    lists = plan.references * plan.ref_per_image / plan.nlist
+    return [
         f"### 1M-reference plan with the default config ({plan.references:,} references × "
         f"{plan.ref_per_image}, {plan.queries:,} queries × {plan.query_per_image}, one query "
         "view, as in the 51,636 CPU-hour flat estimate)",
         "",
-        f"- nlist: {info['plan_nlist']:,} (the default's `nlist: auto` at 1M, capped by "
-        "`max_training_descriptors` as above); lists of "
-        f"≈ {plan.references * plan.ref_per_image / info['plan_nlist']:,.0f} descriptors.",
+        f"- nlist: {plan.nlist:,} (`nlist: auto` at 1M, capped by `max_training_descriptors` "
+        f"{info['max_training']:,} / 39; needs a training set of ≥ {39 * plan.nlist:,} "
+        f"descriptors); lists of ≈ {lists:,.0f} descriptors.",
         f"- Jobs: 1 `fit_local_index`, {plan.ref_shards} `index_local_shard` (one per reference "
-        f"shard of {plan.shard_size:,}), {plan.query_shards} query shards × {plan.groups} groups "
-        f"= {plan.query_shards * plan.groups:,} `local_search`, {plan.query_shards} "
-        "`local_candidates`.",
-        f"- Per job: `fit_local_index` {plan.fit_cpu_s / 60:.1f} CPU-min (measured, same "
-        f"nlist and sample size), peak {large.fit.rss_mib:.0f} MiB; `index_local_shard` "
-        f"{plan.index_job_s():.0f} CPU-s ({plan.index_cpu_s_per_descriptor * 1e6:.2f} µs per "
-        f"descriptor measured), peak ≈ {info['index_rss_1m']:.0f} MiB; `local_search` "
-        f"{plan.search_job_s() / 60:.1f} CPU-min ({plan.query_shard_size:,} queries × "
-        f"{plan.query_per_image} descriptors × {plan.group} shards; ≈ "
-        f"{plan.search_job_s() / 60 / 4:.1f} min wall on the rule's 4 threads if it scales), "
-        f"peak ≈ {info['search_rss_1m']:.0f} MiB; `local_candidates` "
-        f"{plan.candidates_job_s():.0f} CPU-s.",
+        f"shard of {plan.shard_size:,}), {plan.query_shards} `assign_local_cells`, "
+        f"{plan.query_shards} query shards × {plan.groups} groups = "
+        f"{plan.query_shards * plan.groups:,} `local_search` ({plan.group} shards in "
+        f"{plan.runs_per_job} runs each), {plan.query_shards} `local_candidates`.",
+        f"- Per job: `fit_local_index` {plan.fit_cpu_s / 60:.1f} CPU-min (measured, same nlist), "
+        f"peak {large.fit.rss_mib:.0f} MiB; `index_local_shard` {plan.index_job_s:.0f} CPU-s "
+        f"(per descriptor as measured at {large.n_refs:,}), peak ≈ {info['index_rss_1m']:.0f} "
+        f"MiB; `assign_local_cells` {plan.assign_job_s:.0f} CPU-s; `local_search` "
+        f"{plan.search_job_s / 60:.1f} CPU-min ({plan.query_shard_size:,} queries × "
+        f"{plan.query_per_image} descriptors; ≈ {plan.search_job_s / 60 / 4:.1f} min wall on "
+        f"the rule's 4 threads if it scales), peak ≈ {info['search_rss_1m']:.0f} MiB (its runs "
+        "are capped as at 100,000; the query shard grows); `local_candidates` "
+        f"{plan.candidates_job_s:.0f} CPU-s.",
         "- CPU-hours: "
         + ", ".join(f"`{k}` {v:,.1f}" for k, v in hours.items())
-        + f": **{total_h:,.0f} CPU-hours** per query view against today's "
-        f"{TODAY_FLAT_CPU_HOURS:,} (flat), **{TODAY_FLAT_CPU_HOURS / total_h:,.0f}× less**; "
-        "the mirrored view doubles the search and candidates terms.",
-        "- Model: the measured per-job terms of the default at "
-        f"{large.n_refs:,}; nlist is the same {large.nlist:,} at 1M, so a shard's share of a "
-        "probed cell grows only with its descriptors: the per-shard terms (L, b) scale by "
-        f"{plan.ref_per_image} / {info['ref_per_image']:.0f} descriptors per image, the rest "
-        "as measured.",
-        "",
+        + f": **{total_h:,.0f} CPU-hours** per query view against {TODAY_FLAT_CPU_HOURS:,} "
+        f"(flat), **{TODAY_FLAT_CPU_HOURS / total_h:,.0f}× less**; the mirrored view doubles "
+        "the assignment, search and candidates terms.",
+        "- Model: the search cost model above with 1M's runs and scanned descriptors per job "
+        "(L scaled by the descriptors per shard); assignment and indexing per descriptor as "
+        f"measured at {large.n_refs:,} (same nlist, same HNSW); the candidates' merge per "
+        "(query descriptor, group) from the two `local_candidates` jobs. With nlist at "
+        f"{plan.nlist:,} the scan grows with the lists (the `s` term dominates at 1M); a "
+        "training set that lets nlist follow the collection (`nlist: auto` asks 524,288 at "
+        "1M, hence ≥ 20M training descriptors and a larger `max_training_descriptors`) "
+        "would keep it flat.",
     ]
-    return "\n".join(lines)
 
 
 def unique_jobs(runs: list[SizeRuns]) -> list[JobRun]:
     """Every measured job once (sizes share the fit and shard index jobs)."""
     seen, jobs = set(), []
     for r in runs:
-        for j in [r.fit, *r.index, *r.search, r.candidates, *r.extra_search]:
+        assign = [r.assign] if r.assign else []
+        for j in [r.fit, *r.index, *assign, *r.search, r.candidates, *r.extra_search]:
             if id(j) not in seen and (j.name, j.cpu_s, j.wall_s) not in seen:
                 seen |= {id(j), (j.name, j.cpu_s, j.wall_s)}
                 jobs.append(j)
@@ -1224,6 +1192,8 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         )
         variants.append(Variant(f"nlist{nlist}", large_n, overrides))
     runs = [measure_size(v, shards, training, queries, args) for v in variants]
+    if args.index_only:
+        return
     from copydetect.shards import read_shard_ids
 
     present = set(read_shard_ids(queries))
@@ -1256,7 +1226,8 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         "auto_nlist_large": auto_nlist(pow2(large_n), per_image, list_length),
         "auto_nlist_1m": auto_nlist(pow2(PLAN_REFS), per_image, list_length),
         "plan_nlist": plan_nlist(training, args),
-        "search_rss_1m": search_rss_at(large, qcount, ref_per_image, args),
+        "max_training": args.config["local"]["index"]["max_training_descriptors"],
+        "search_rss_1m": search_rss_at(large, qcount, args),
         "index_rss_1m": max(j.rss_mib for j in large.index)
         + 2 * 128 * args.shard_size * max(PLAN_PER_IMAGE - ref_per_image, 0) / 2**20,
         "total_s": time.perf_counter() - start,
@@ -1265,10 +1236,7 @@ def measure_and_report(real, shards, training, exact, args, start) -> None:
         + (exact[-1].cpu_s if exact[-1].n_refs != exact[0].n_refs else 0.0),
         "job_wall_s": sum(j.wall_s for j in unique_jobs(runs)),
     }
-    plan = plan_1m(large, small, ref_per_image, args)
-    sweep_shard = shards[min(20, len(shards) - 1)]
-    info["sweep_shard"] = sweep_shard.stem
-    info["sweep"] = nlist_sweep(sweep_shard, training, queries, args) if args.sweep else []
+    plan = plan_1m(large, small, info["plan_nlist"], args)
     figures = {
         "runs": [asdict(r) | {"candidates_path": str(r.candidates_path)} for r in runs],
         "recall": recall,
@@ -1301,10 +1269,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="threads of the rule jobs")
     parser.add_argument("--workers", type=int, default=1, help="rule jobs run side by side")
     parser.add_argument(
-        "--sweep", type=int, nargs="*", default=[4096, 16384, 65536], help="nlist, one shard"
-    )
-    parser.add_argument("--sweep-queries", type=int, default=20_000, help="query descriptors")
-    parser.add_argument(
         "--large-shards",
         type=int,
         default=0,
@@ -1320,12 +1284,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--scaled-iterations", type=int, default=10, help="k-means, --scaled")
     parser.add_argument("--jitter", type=float, default=4.0, help="padding noise per byte")
+    parser.add_argument(
+        "--training-copies", type=int, default=2, help="jittered training copies per transform"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sift", type=Path, default=REAL_SIFT, help="the benchmark's SIFT")
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.md")
     parser.add_argument("--fresh", action="store_true", help="rerun jobs measured before")
+    parser.add_argument("--index-only", action="store_true", help="fit and index, no search")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:

@@ -260,7 +260,7 @@ def local_search_job(
         "local_search_block.py",
         args,
         # The exact flat scan of SIFT shards (no coarse index): what this benchmark measured.
-        input={"queries": str(queries), "references": [str(p) for p in shards], "coarse": []},
+        input={"queries": str(queries), "references": [str(p) for p in shards], "cells": []},
         output={"neighbors": str(out)},
         params={
             "search": args.config["local"]["search"],

@@ -196,8 +196,11 @@ def reference_group_index(wildcards):
     ]
 
 
-def local_coarse_index(wildcards):
-    return [f"{wildcards.run}/models/local/coarse.faiss"] if uses_local_ivf() else []
+def local_query_cells(wildcards):
+    """The query shard's coarse cells (ivf; a flat search has none), assigned once per query
+    shard by assign_local_cells for every reference group's search."""
+    run, view, shard = wildcards.run, wildcards.view, wildcards.shard
+    return [f"{run}/search/local/{view}/{shard}.cells.h5"] if uses_local_ivf() else []
 
 
 def local_search_gpus(wildcards):

@@ -36,15 +36,40 @@ rule index_local_shard:
         "../workflow_scripts/index_local_shard.py"
 
 
+rule assign_local_cells:
+    """The nprobe coarse cells of every descriptor of one query shard (or its local crops):
+    assigned once, read by each of the shard's local_search jobs (one per reference group).
+    """
+    input:
+        queries=f"{RUN}/sift/{{view}}/{{shard}}.h5",
+        coarse=f"{RUN}/models/local/coarse.faiss",
+    output:
+        cells=f"{RUN}/search/local/{{view}}/{{shard}}.cells.h5",
+    log:
+        f"{RUN}/logs/assign_local_cells/{{view}}/{{shard}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/assign_local_cells/{{view}}/{{shard}}.tsv"
+    wildcard_constraints:
+        view="queries|queries_mirrored|crops_local",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 2
+    params:
+        search=config["local"]["search"],
+    script:
+        "../workflow_scripts/assign_local_cells.py"
+
+
 rule local_search:
     """Nearest reference descriptors of every descriptor of one query shard (or its local crops),
-    over one group of reference shards, one shard at a time (memory bounded by one shard, never
-    by the whole reference set): the shards' inverted lists (ivf) or their SIFT (flat).
+    over one group of reference shards, a run at a time (memory bounded by one run, never by
+    the whole reference set): the shards' inverted lists merged in runs (ivf), scanning the
+    query shard's cells, or their SIFT shards one at a time (flat).
     """
     input:
         queries=f"{RUN}/sift/{{view}}/{{shard}}.h5",
         references=reference_group_index,
-        coarse=local_coarse_index,
+        cells=local_query_cells,
     output:
         neighbors=f"{RUN}/search/local/{{view}}/{{shard}}/{{group}}.h5",
     log:

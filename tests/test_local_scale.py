@@ -106,32 +106,48 @@ def test_plan_counts_jobs_and_hours() -> None:
         shard_size=2000,
         query_shard_size=1000,
         group=16,
+        nlist=32768,
+        runs_per_job=6,
         fit_cpu_s=3600,
-        index_cpu_s_per_descriptor=1e-5,
-        search_cpu_s_per_qdesc_shard=1e-6,
-        search_cpu_s_per_qdesc=2e-6,
-        search_job_overhead_s=10,
-        candidates_cpu_s_per_qdesc_group=1e-7,
-        candidates_job_overhead_s=5,
+        index_job_s=12.0,
+        assign_job_s=30.0,
+        search_job_s=100.0,
+        candidates_job_s=5.0,
     )
     assert (plan.ref_shards, plan.query_shards, plan.groups) == (500, 50, 32)
-    assert plan.index_job_s() == pytest.approx(12.0)
-    assert plan.search_job_s() == pytest.approx(10 + 600_000 * (16e-6 + 2e-6))
     hours = plan.cpu_hours()
     assert hours["fit_local_index"] == pytest.approx(1.0)
-    assert hours["local_search"] == pytest.approx(50 * 32 * plan.search_job_s() / 3600)
     assert hours["index_local_shard"] == pytest.approx(500 * 12 / 3600)
+    assert hours["assign_local_cells"] == pytest.approx(50 * 30 / 3600)
+    assert hours["local_search"] == pytest.approx(50 * 32 * 100 / 3600)
+    assert hours["local_candidates"] == pytest.approx(50 * 5 / 3600)
 
 
 def test_search_cost_model_recovers_its_coefficients() -> None:
-    def run(shards: int, q: int) -> ls.JobRun:
-        cpu = 3 + 0.5 * shards + 2e-5 * q + 1e-6 * q * shards
-        return ls.JobRun("s", 0, cpu, cpu, 100, shards, q)
+    def run(shards: int, q: int, runs: int, scanned: float) -> ls.JobRun:
+        cpu = 3 + 0.5 * shards + 8e-6 * q * runs + 1.4e-8 * q * scanned
+        return ls.JobRun("s", 0, cpu, cpu, 100, shards, q, runs, scanned)
 
-    model = ls.search_cost_model(
-        [run(16, 100_000), run(2, 100_000), run(1, 100_000), run(1, 1000), run(16, 1000)]
-    )
+    jobs = [
+        run(16, 100_000, 3, 8000.0),
+        run(2, 100_000, 1, 1000.0),
+        run(1, 100_000, 1, 500.0),
+        run(1, 1000, 1, 500.0),
+        run(16, 1000, 3, 8000.0),
+        run(5, 100_000, 1, 6000.0),
+    ]
+    model = ls.search_cost_model(jobs)
     assert model["overhead"] == pytest.approx(3)
     assert model["per_shard"] == pytest.approx(0.5)
-    assert model["per_qdesc"] == pytest.approx(2e-5)
-    assert model["per_qdesc_shard"] == pytest.approx(1e-6)
+    assert model["per_qdesc_run"] == pytest.approx(8e-6)
+    assert model["per_scanned"] == pytest.approx(1.4e-8)
+    assert ls.search_job_cpu(model, 16, 100_000, 3, 8000.0) == pytest.approx(jobs[0].cpu_s)
+
+
+def test_job_layout_counts_runs_and_scanned_descriptors() -> None:
+    from copydetect.local_search import RUN_DESCRIPTORS
+
+    half = RUN_DESCRIPTORS // 2
+    sizes = [half] * 4 + [600_000]
+    assert ls.job_layout(range(0, 4), sizes, nprobe=8, nlist=1000) == (4, 2, 8 * 4 * half / 1000)
+    assert ls.job_layout(range(4, 5), sizes, nprobe=8, nlist=1000) == (1, 1, 8 * 600.0)

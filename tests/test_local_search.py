@@ -12,6 +12,7 @@ import yaml
 from script_runner import run_script
 
 import copydetect.local_index
+import copydetect.local_search
 import copydetect.progress
 from copydetect.knn import merge_topk
 from copydetect.local_index import (
@@ -31,13 +32,18 @@ from copydetect.local_search import (
     Neighbors,
     QueryLayout,
     VoteParams,
+    assign_cells,
     count_votes,
     descriptor_knn,
     merge_neighbors,
+    plan_runs,
+    read_cells,
     read_neighbors,
     search_group,
     select_candidates,
+    stack_query_descriptors,
     vote_mask,
+    write_cells,
     write_neighbors,
 )
 from copydetect.params import defaults
@@ -388,7 +394,7 @@ def test_rule_scripts_end_to_end(
             "local_search_block.py",
             SimpleNamespace(
                 input=SimpleNamespace(
-                    queries=str(dataset.queries), references=list(map(str, group)), coarse=[]
+                    queries=str(dataset.queries), references=list(map(str, group)), cells=[]
                 ),
                 output=SimpleNamespace(neighbors=str(out)),
                 params=SimpleNamespace(search=search, gpu_lock_dir=str(tmp_path / "locks")),
@@ -477,6 +483,64 @@ def test_ivf_sharded_equals_unsharded_bit_for_bit(
     ]
 
 
+@pytest.mark.parametrize(("k", "budget"), [(1, 10**9), (3, 10**9), (1, 700), (3, 1)])
+def test_ivf_merged_runs_equal_shard_by_shard_and_unsharded(
+    dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, k: int, budget: int
+) -> None:
+    """Searching a group's shards merged into runs (whatever the run budget) gives the same
+    bytes as one index over all references, although the shards' ids interleave (hash
+    sharding): ties within a run break by the rows' global keys, as unsharded."""
+    coarse = fit_coarse(dataset.tmp, f"coarse_runs_k{k}_{budget}", nlist=8, seed=3)
+    (whole_index,) = index_shards(dataset.tmp, coarse, [dataset.unsharded])
+    shards = index_shards(dataset.tmp, coarse, dataset.shards)
+    params = LocalSearchParams(k=k, nprobe=3)
+    whole = search_group(dataset.queries, [whole_index], params, coarse)
+    monkeypatch.setattr(copydetect.local_search, "RUN_DESCRIPTORS", budget)
+    a, b, c = shards  # b holds r16, c its duplicate r05: b's rows come first in a run
+    runs = search_group(dataset.queries, [b, c, a], params, coarse)
+    for name in ("distances", "ref_index", "ref_keypoint"):
+        assert getattr(runs, name).tobytes() == getattr(whole, name).tobytes(), name
+    assert runs.ref_ids == whole.ref_ids
+    # r16 duplicates r05 (another shard, merged in the same run when the budget allows): every
+    # such tie goes to r05
+    assert "r05" in runs.ref_ids and (k > 1) == ("r16" in runs.ref_ids)
+
+
+def test_plan_runs_fills_each_run_up_to_the_budget() -> None:
+    paths, sizes = ["a", "b", "c", "d"], [4, 4, 9, 0]
+    assert plan_runs(paths, sizes, 8) == [["a", "b"], ["c"], ["d"]]  # c alone exceeds it
+    assert plan_runs(paths, sizes, 100) == [["a", "b", "c", "d"]]
+    assert plan_runs(paths, sizes, 1) == [["a"], ["b"], ["c"], ["d"]]
+    assert plan_runs([], [], 8) == []
+
+
+def test_query_cells_file_equals_assigning_in_the_job(dataset: SimpleNamespace) -> None:
+    """assign_local_cells' file gives the search the same cells the job would assign itself;
+    cells of another nprobe, query shard or coarse index are refused."""
+    coarse = fit_coarse(dataset.tmp, "coarse_cells", nlist=16, seed=4)
+    indexes = index_shards(dataset.tmp, coarse, dataset.shards)
+    params = LocalSearchParams(k=2, nprobe=4)
+    query_desc = stack_query_descriptors(dataset.queries)
+    cells = dataset.tmp / "cells.h5"
+    write_cells(cells, assign_cells(query_desc, coarse, params.nprobe))
+    assert read_cells(cells).cells.shape == (len(query_desc), 4)
+    assert_same_neighbors(
+        search_group(dataset.queries, indexes, params, cells_path=cells),
+        search_group(dataset.queries, indexes, params, coarse),
+    )
+    with pytest.raises(ValueError, match="nprobe 4, searching with 5"):
+        search_group(dataset.queries, indexes, LocalSearchParams(nprobe=5), cells_path=cells)
+    short = dataset.tmp / "short_cells.h5"
+    write_cells(short, assign_cells(query_desc[:10], coarse, params.nprobe))
+    with pytest.raises(ValueError, match="query cells for"):
+        search_group(dataset.queries, indexes, params, cells_path=short)
+    other = fit_coarse(dataset.tmp, "coarse_cells_other", nlist=16, seed=5)
+    foreign = dataset.tmp / "foreign_cells.h5"
+    write_cells(foreign, assign_cells(query_desc, other, params.nprobe))
+    with pytest.raises(ValueError, match="another coarse index"):
+        search_group(dataset.queries, indexes, params, cells_path=foreign)
+
+
 @pytest.mark.parametrize("large", [False, True])
 def test_ivf_scanning_every_cell_equals_the_exact_search(
     dataset: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, large: bool
@@ -561,18 +625,27 @@ def test_ivf_rule_scripts(tmp_path: Path, dataset: SimpleNamespace) -> None:
             ),
         )
         shard_indexes.append(str(out))
+    search = {"k": 1, "nprobe": 32, "use_gpu": "never"}
+    cells = tmp_path / "cells.h5"
+    run_script(
+        "assign_local_cells.py",
+        SimpleNamespace(
+            input=SimpleNamespace(queries=str(dataset.queries), coarse=str(coarse)),
+            output=SimpleNamespace(cells=str(cells)),
+            params=SimpleNamespace(search=search),
+            log=[str(tmp_path / "cells.log")],
+        ),
+    )
+    assert "32 of 32 cells each" in (tmp_path / "cells.log").read_text()
     out = tmp_path / "neighbors.h5"
     run_script(
         "local_search_block.py",
         SimpleNamespace(
             input=SimpleNamespace(
-                queries=str(dataset.queries), references=shard_indexes, coarse=[str(coarse)]
+                queries=str(dataset.queries), references=shard_indexes, cells=[str(cells)]
             ),
             output=SimpleNamespace(neighbors=str(out)),
-            params=SimpleNamespace(
-                search={"k": 1, "nprobe": 32, "use_gpu": "never"},
-                gpu_lock_dir=str(tmp_path / "locks"),
-            ),
+            params=SimpleNamespace(search=search, gpu_lock_dir=str(tmp_path / "locks")),
             log=[str(tmp_path / "search.log")],
         ),
     )

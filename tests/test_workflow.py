@@ -335,6 +335,7 @@ def test_a_trained_overlay_detector_adds_the_crop_branches(
         ("embed_layout", "model=layout, set=crops_global"),  # layout embeds from the images
         ("project_embeddings", "model=layout, set=crops_global"),
         ("global_search", "model=layout, view=crops_global"),
+        ("assign_local_cells", "view=crops_local"),
         ("local_search", "view=crops_local"),
         ("local_candidates", "view=crops_local"),
         ("mirror_sift", "view=crops_local"),  # the crops' mirrors, verified too
@@ -430,6 +431,7 @@ def test_the_mirrored_sift_stage_feeds_search_verify_and_the_gallery(
     ]
     assert sorted({rule for rule, _ in jobs}) == [
         "all",
+        "assign_local_cells",
         "evaluate",
         "fuse",
         "local_candidates",

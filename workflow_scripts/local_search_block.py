@@ -23,10 +23,11 @@ def main() -> None:
     logging.info(
         "query shard %s, %d reference shards, %s", snakemake.input.queries, len(references), params
     )
-    # local.index.type: ivf names the coarse index; flat names none (references are SIFT).
-    coarse = list(snakemake.input.coarse)
+    # local.index.type: ivf names the query shard's cells (assign_local_cells); flat names none
+    # (the references are SIFT shards).
+    cells = list(snakemake.input.cells)
     neighbors = search_group(
-        snakemake.input.queries, references, params, coarse[0] if coarse else None
+        snakemake.input.queries, references, params, cells_path=cells[0] if cells else None
     )
     write_neighbors(snakemake.output.neighbors, neighbors)
     logging.info(

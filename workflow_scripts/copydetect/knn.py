@@ -80,7 +80,8 @@ class Searcher:
 
     ``rescore(queries, rows)`` (optional) returns exact float64 scores of the rows faiss found
     (rows -1 = none); ``tolerance`` bounds |faiss score − exact score|. ``device`` keeps GPU
-    resources alive as long as the index.
+    resources alive as long as the index. ``row_keys`` (optional) orders equal scores when the
+    rows do not (an index merged from parts whose rows interleave in the global order).
     """
 
     index: Any
@@ -89,6 +90,7 @@ class Searcher:
     rescore: Rescore | None = None
     tolerance: float = 0.0
     device: Device | None = None
+    row_keys: np.ndarray | None = None  # int64 [m]: tie order of each row (None: the row)
 
 
 def _search_sorted(
@@ -112,7 +114,8 @@ def _search_sorted(
     else:
         dist = sign * searcher.rescore(x, idx)
         dist[idx < 0] = np.inf
-    order = np.lexsort((np.where(idx < 0, _LAST, idx), dist), axis=-1)[:, :k]
+    tie = idx if searcher.row_keys is None else searcher.row_keys[np.maximum(idx, 0)]
+    order = np.lexsort((np.where(idx < 0, _LAST, tie), dist), axis=-1)[:, :k]
     bound = np.where(idx[:, -1] < 0, np.inf, sign * raw[:, -1])
     return np.take_along_axis(dist, order, -1), np.take_along_axis(idx, order, -1), bound
 
@@ -128,7 +131,8 @@ def tie_safe_topk(
     """Top-k of ``m`` indexed rows for every query, ties broken by the smaller row.
 
     Returns scores [n, k] (faiss' float32, or the rescore's float64; ascending distances, or
-    descending similarities; ±inf = none) and rows int64 [n, k] (-1 = none). A query row whose
+    descending similarities; ±inf = none) and rows int64 [n, k] (-1 = none); equal scores go to
+    the smaller row, or the smaller ``searcher.row_keys`` of it when given. A query row whose
     faiss cut-off is within ``searcher.tolerance`` of its k-th score may hide a tie (or a
     rounding swap), so it is searched again 4× wider until it is safe; ``budget`` bounds
     rows × width of one faiss call. ``cells`` (IVF only): each query row's coarse cells [n,

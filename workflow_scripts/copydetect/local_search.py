@@ -5,23 +5,27 @@ references with many votes become candidates for verification.
 
 Index. By default (``local.index.type: ivf``) each reference shard is a file of inverted lists
 built once against one coarse quantizer shared by the whole collection
-(:mod:`copydetect.local_index`): a job assigns each query descriptor its ``nprobe`` cells once and
-scans those cells in every shard, so the cost per query descriptor follows the list length, not
-|R|. ``flat`` reads the SIFT shards and scans every reference descriptor (exact, linear in |R|).
+(:mod:`copydetect.local_index`): each query descriptor is assigned its ``nprobe`` cells once per
+query shard (rule ``assign_local_cells``) and those cells are scanned in every shard, so the cost
+per query descriptor follows the list length, not |R|. ``flat`` reads the SIFT shards and scans
+every reference descriptor (exact, linear in |R|).
 
 Sharding. One ``local_search`` job per (query shard × group of reference shards) searches the
-group's shards one at a time and keeps a running top-k per query descriptor, so its memory is
-bounded by one query shard plus one reference shard, never by |R|. One ``local_candidates`` job
-per query shard folds the groups' neighbour files one at a time (memory bounded by the query
-shard × k) and turns the 1-NN into votes.
+group's shards a run at a time and keeps a running top-k per query descriptor, so its memory is
+bounded by one query shard plus one run, never by |R|: ``flat`` runs are single shards, ``ivf``
+runs are shards merged into one index up to ``RUN_DESCRIPTORS`` descriptors (a probed cell costs
+about a microsecond per visit however short it is: visited once per run, not once per shard).
+One ``local_candidates`` job per query shard folds the groups' neighbour files one at a time
+(memory bounded by the query shard × k) and turns the 1-NN into votes.
 
 Exactness. Descriptors are uint8, so squared L2 distances are integers below 128 · 255² < 2**24:
 every partial sum of faiss' ``‖q‖² + ‖r‖² − 2 q·r`` is exact in float32 whatever the summation
 order (float16 storage on GPU is lossless for 0..255 too). The only freedom left is the order of
 ties, and ties are frequent (duplicate references share descriptors exactly). Ties are broken
 everywhere by the global reference descriptor key (reference id, keypoint index): within a shard
-by storing descriptors in that order and widening the search until the tie at the k-th place is
-fully seen (:mod:`copydetect.knn`), across shards and groups by ``knn.merge_topk``. Hence
+by storing descriptors in that order (in a merged ``ivf`` run, whose shards' ids interleave, by
+each row's global key) and widening the search until the tie at the k-th place is fully seen
+(:mod:`copydetect.knn`), across runs and groups by ``knn.merge_topk``. Hence
 sharded == unsharded, bit for bit: for ``flat`` (exact), and for ``ivf``, whose lists store the
 bytes as is (the same integer distances) and whose cells are the same in every shard.
 
@@ -34,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ from copydetect.local_index import (
     read_coarse_index,
     read_shard_index,
     read_shard_index_ids,
+    read_shard_index_size,
 )
 from copydetect.params import config_params
 from copydetect.progress import Progress
@@ -62,6 +67,12 @@ DIM = 128
 QUERY_CHUNK = 16_384  # query rows per faiss call: bounds the float32 copy and the result arrays
 ADD_CHUNK = 65_536  # reference rows converted to float32 at a time while filling the index
 TIE_BUDGET = 1 << 22  # rows × width of one tie-widening search (≈ 50 MB of results)
+# Reference descriptors of one merged run of ivf shards (≈ 136 B each in the lists, ≈ 480 MB;
+# a job's peak is about twice that while merging): each probed cell costs ~1 µs per visit
+# whatever its length, so a query descriptor pays it once per run, not once per shard; the cap
+# keeps a job's memory flat as the collection grows (benchmarks/results.md, local recall at
+# 10k vs 100k: 5 shards of 2,000 references per run).
+RUN_DESCRIPTORS = 3_500_000
 _KP_BITS = 32  # key = ref_index << 32 | keypoint: both fit int32, the key fits int64
 VOTE_COLUMNS = [
     "query_id",
@@ -215,6 +226,11 @@ def descriptor_knn(
 # --- one search job: a query shard against a group of reference shards -----------------------
 
 
+def stack_query_descriptors(path: str | os.PathLike) -> np.ndarray:
+    """uint8 [n, 128]: a SIFT shard's descriptors in shard order (the rows of its neighbours)."""
+    return _stack_descriptors(read_sift_shard(path))
+
+
 def _stack_descriptors(features: Sequence[SiftFeatures]) -> np.ndarray:
     if not features:
         return np.zeros((0, DIM), dtype=np.uint8)
@@ -222,14 +238,14 @@ def _stack_descriptors(features: Sequence[SiftFeatures]) -> np.ndarray:
 
 
 def _group_ref_ids(
-    paths: Sequence[str | os.PathLike], read_ids: Callable[[str | os.PathLike], list[str]]
+    paths: Sequence[str | os.PathLike], ids: Mapping[str, list[str]]
 ) -> dict[str, str]:
     """Reference id -> shard name for a group, checking that no id is in two shards (their
     keys would collide)."""
     owner: dict[str, str] = {}
     for path in paths:
         shard = Path(path).stem  # once per shard: a Path per id cost seconds per 10k references
-        for ref_id in read_ids(path):
+        for ref_id in ids[os.fspath(path)]:
             if owner.setdefault(ref_id, shard) != shard:
                 raise ValueError(f"reference {ref_id!r} is in shards {owner[ref_id]} and {path}")
     return owner
@@ -251,13 +267,19 @@ class FlatShards:
 
     read_ids = staticmethod(read_shard_ids)
 
+    def runs(self, paths: Sequence[str | os.PathLike]) -> list[list[str | os.PathLike]]:
+        return [[path] for path in paths]  # a flat shard is indexed whole: one at a time
+
     def search(
         self,
         query_desc: np.ndarray,
-        path: str | os.PathLike,
+        paths: Sequence[str | os.PathLike],
         params: LocalSearchParams,
         progress: Progress,
-    ) -> ShardHits:
+        rank: Mapping[str, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k distances and global keys over one shard."""
+        (path,) = paths
         features = sorted(read_sift_shard(path), key=lambda f: f.id)
         counts = np.array([len(f.descriptors) for f in features], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -265,37 +287,81 @@ class FlatShards:
         ref_desc = _stack_descriptors(features)
         del features  # the shard as read (keypoints too) need not live alongside the index
         dist, rows = descriptor_knn(query_desc, ref_desc, params, progress)
-        return ShardHits(ids, offsets, dist, rows)
+        return _shard_topk(ShardHits(ids, offsets, dist, rows), rank)
+
+
+@dataclass
+class QueryCells:
+    """The coarse cells every descriptor of a query shard scans (rule ``assign_local_cells``):
+    assigned once per query shard, not once per search job, and the same in every shard."""
+
+    cells: np.ndarray  # int32 [n, nprobe], nearest first
+    nlist: int
+    coarse_crc32: int  # the coarse index they were assigned with
+
+    @property
+    def nprobe(self) -> int:
+        return self.cells.shape[1]
+
+
+def assign_cells(query_desc: np.ndarray, coarse_path: str | os.PathLike, nprobe: int) -> QueryCells:
+    """The ``nprobe`` nearest cells of every query descriptor (fewer when nlist is smaller)."""
+    coarse = read_coarse_index(coarse_path)
+    nprobe = min(nprobe, coarse.nlist)
+    cells = np.empty((len(query_desc), nprobe), dtype=np.int32)
+    for start in range(0, len(query_desc), QUERY_CHUNK):
+        chunk = np.ascontiguousarray(query_desc[start : start + QUERY_CHUNK], np.float32)
+        cells[start : start + len(chunk)] = coarse.quantizer.search(chunk, nprobe)[1]
+    return QueryCells(cells, int(coarse.nlist), file_crc32(coarse_path))
+
+
+def write_cells(path: str | os.PathLike, cells: QueryCells) -> None:
+    """Write a query shard's cells atomically (HDF5)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("cells", data=cells.cells.astype(np.int32))
+        f.attrs["nlist"] = cells.nlist
+        f.attrs["coarse_crc32"] = cells.coarse_crc32
+
+
+def read_cells(path: str | os.PathLike) -> QueryCells:
+    with h5py.File(path, "r") as f:
+        return QueryCells(f["cells"][:], int(f.attrs["nlist"]), int(f.attrs["coarse_crc32"]))
 
 
 class IvfShards:
     """The inverted file: shard indexes built once against one coarse quantizer. Each query
-    descriptor's cells are assigned once per job and scanned in every shard."""
+    descriptor's cells are assigned once (:class:`QueryCells`); the group's shards are searched
+    as few merged indexes (runs), so each probed cell is visited once per run, not per shard."""
 
     read_ids = staticmethod(read_shard_index_ids)
 
-    def __init__(self, coarse_path: str | os.PathLike, query_desc: np.ndarray, nprobe: int):
-        coarse = read_coarse_index(coarse_path)
-        self.coarse_crc32 = file_crc32(coarse_path)
-        self.nprobe = min(nprobe, coarse.nlist)
-        self.cells = np.empty((len(query_desc), self.nprobe), dtype=np.int32)
-        for start in range(0, len(query_desc), QUERY_CHUNK):
-            chunk = np.ascontiguousarray(query_desc[start : start + QUERY_CHUNK], np.float32)
-            self.cells[start : start + len(chunk)] = coarse.quantizer.search(chunk, self.nprobe)[1]
-        logger.info("ivf: %d cells, %d scanned per query descriptor", coarse.nlist, self.nprobe)
+    def __init__(self, cells: QueryCells, n_queries: int, nprobe: int):
+        if len(cells.cells) != n_queries:
+            raise ValueError(f"{len(cells.cells)} query cells for {n_queries} query descriptors")
+        if cells.nprobe != min(nprobe, cells.nlist):
+            raise ValueError(f"cells assigned for nprobe {cells.nprobe}, searching with {nprobe}")
+        self.coarse_crc32, self.nprobe, self.cells = cells.coarse_crc32, cells.nprobe, cells.cells
+        logger.info("ivf: %d cells, %d scanned per query descriptor", cells.nlist, self.nprobe)
+
+    def runs(self, paths: Sequence[str | os.PathLike]) -> list[list[str | os.PathLike]]:
+        sizes = [read_shard_index_size(p) for p in paths]
+        return plan_runs(paths, sizes, RUN_DESCRIPTORS)
 
     def search(
         self,
         query_desc: np.ndarray,
-        path: str | os.PathLike,
+        paths: Sequence[str | os.PathLike],
         params: LocalSearchParams,
         progress: Progress,
-    ) -> ShardHits:
-        shard = read_shard_index(path)
-        if shard.coarse_crc32 != self.coarse_crc32:
-            raise ValueError(f"{path} was indexed against another coarse index: rebuild it")
-        shard.index.nprobe = self.nprobe
-        searcher, m = Searcher(shard.index), shard.n_descriptors
+        rank: Mapping[str, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k distances and global keys over one run of shards."""
+        index, ids, offsets = self._merged(paths)
+        index.nprobe = self.nprobe
+        # Rows of a run interleave in the global (reference id, keypoint) order when shards do
+        # (hash sharding): faiss' ties are ordered by the rows' global keys instead.
+        row_keys = _row_keys(ids, offsets, rank)
+        searcher, m = Searcher(index, row_keys=row_keys), int(offsets[-1])
         dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
         rows = np.full((len(query_desc), params.k), -1, dtype=np.int64)
         for start in range(0, len(query_desc), QUERY_CHUNK):
@@ -305,8 +371,53 @@ class IvfShards:
                 dist[part], rows[part] = tie_safe_topk(
                     searcher, chunk, params.k, m, TIE_BUDGET, self.cells[part]
                 )
-            progress.advance(len(chunk))
-        return ShardHits(shard.ids, shard.offsets, dist, rows)
+            progress.advance(len(chunk) * len(paths))
+        keys = np.where(rows >= 0, row_keys[np.maximum(rows, 0)] if m else -1, -1)
+        return dist, keys
+
+    def _merged(self, paths: Sequence[str | os.PathLike]) -> tuple[Any, list[str], np.ndarray]:
+        """One index holding the run's shards' lists, rows numbered shard after shard (faiss'
+        ``merge_from`` shifts each shard's rows by the rows before it)."""
+        index, ids, offsets = None, [], [np.zeros(1, dtype=np.int64)]
+        for path in paths:
+            shard = read_shard_index(path)
+            if shard.coarse_crc32 != self.coarse_crc32:
+                raise ValueError(f"{path} was indexed against another coarse index: rebuild it")
+            rows_before = int(offsets[-1][-1])
+            if index is None:
+                index = shard.index
+            else:
+                index.merge_from(shard.index, rows_before)
+            ids += shard.ids
+            offsets.append(shard.offsets[1:] + rows_before)
+            del shard  # its lists were moved into the run's index
+        return index, ids, np.concatenate(offsets)
+
+
+def _row_keys(ids: Sequence[str], offsets: np.ndarray, rank: Mapping[str, int]) -> np.ndarray:
+    """int64 [rows]: the global key (rank of the image id << 32 | keypoint) of every row, image
+    i owning rows ``offsets[i]:offsets[i + 1]``."""
+    counts = np.diff(offsets)
+    image_rank = np.array([rank[i] for i in ids], dtype=np.int64)
+    first = np.repeat(offsets[:-1], counts)
+    return (np.repeat(image_rank, counts) << _KP_BITS) | (np.arange(offsets[-1]) - first)
+
+
+def plan_runs(
+    paths: Sequence[str | os.PathLike], sizes: Sequence[int], budget: int
+) -> list[list[str | os.PathLike]]:
+    """Split a group's shards, in order, into runs searched as one index each: a run takes the
+    next shard while its descriptors stay within ``budget`` (memory: one run at a time); a
+    shard over the budget is a run of its own."""
+    runs: list[list[str | os.PathLike]] = []
+    used = 0
+    for path, size in zip(paths, sizes, strict=True):
+        if not runs or used + size > budget:
+            runs.append([])
+            used = 0
+        runs[-1].append(path)
+        used += size
+    return runs
 
 
 def _shard_topk(hits: ShardHits, rank: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -329,18 +440,28 @@ def search_group(
     reference_paths: Sequence[str | os.PathLike],
     params: LocalSearchParams,
     coarse_path: str | os.PathLike | None = None,
+    cells_path: str | os.PathLike | None = None,
 ) -> Neighbors:
     """Top-k reference descriptors of every query descriptor over a group of reference shards,
-    searched one shard at a time (memory: query shard + one reference shard).
+    searched one run at a time (memory: query shard + one run: one flat shard, or ivf shards
+    merged up to ``RUN_DESCRIPTORS``).
 
-    Without ``coarse_path`` the references are SIFT shards searched exactly; with it they are
-    shard index files built against that coarse index (:mod:`copydetect.local_index`).
+    Without ``coarse_path`` or ``cells_path`` the references are SIFT shards searched exactly;
+    with one they are shard index files built against that coarse index
+    (:mod:`copydetect.local_index`), the query cells assigned here (``coarse_path``) or read from
+    ``assign_local_cells``' file (``cells_path``).
     """
-    query_desc = _stack_descriptors(read_sift_shard(query_sift_path))
-    shards = (
-        FlatShards() if coarse_path is None else IvfShards(coarse_path, query_desc, params.nprobe)
-    )
-    owner = _group_ref_ids(reference_paths, shards.read_ids)
+    query_desc = stack_query_descriptors(query_sift_path)
+    shards: FlatShards | IvfShards = FlatShards()
+    if cells_path is not None or coarse_path is not None:
+        cells = (
+            read_cells(cells_path)
+            if cells_path is not None
+            else assign_cells(query_desc, coarse_path, params.nprobe)
+        )
+        shards = IvfShards(cells, len(query_desc), params.nprobe)
+    ids = {os.fspath(p): shards.read_ids(p) for p in reference_paths}
+    owner = _group_ref_ids(reference_paths, ids)
     ref_ids = sorted(owner)
     rank = {ref_id: i for i, ref_id in enumerate(ref_ids)}
     dist = np.full((len(query_desc), params.k), np.inf, dtype=np.float32)
@@ -349,11 +470,12 @@ def search_group(
     # or read (ivf) before its first block, so the rate includes that.
     total = len(query_desc) * len(reference_paths)
     progress = Progress(total, "query descriptors × reference shards", log=logger)
-    for path in reference_paths:
+    for run in shards.runs(reference_paths):
         start = time.perf_counter()
-        dist_s, keys_s = _shard_topk(shards.search(query_desc, path, params, progress), rank)
+        dist_s, keys_s = shards.search(query_desc, run, params, progress, rank)
         dist, keys, _ = merge_topk(dist, keys, dist_s, keys_s, params.k)
-        logger.info("%s: searched in %.1f s", path, time.perf_counter() - start)
+        names = ", ".join(Path(p).stem for p in run)
+        logger.info("%s: searched in %.1f s", names, time.perf_counter() - start)
     progress.done()
     return _from_keys(ref_ids, [owner[r] for r in ref_ids], dist, keys)
 
