@@ -94,6 +94,13 @@ def row(label: str, figures: dict) -> str:
     )
 
 
+def stage_row(label: str, stages: dict, stage: str) -> str:
+    """The fused row of a stage, or a row saying it was not run."""
+    if stage not in stages:
+        return f"| {label} | not run | | |"
+    return row(label, stages[stage]["metrics"])
+
+
 def render(stages: dict, bench: Path, date: str, commit: str, cores: int, epochs: int) -> str:
     first, training = stages["each_alone"], stages["each_alone"]["training"]
     alone = first["ablation"]
@@ -125,8 +132,8 @@ def render(stages: dict, bench: Path, date: str, commit: str, cores: int, epochs
         row("its random init alone (same ResNet-18, 128-d)", alone["random"]),
         row("VLAD alone", alone["vlad"]),
         row("local SIFT alone", alone["local"]),
-        row("fused, default (local + VLAD)", stages["default"]["metrics"]),
-        row("fused, default + trained", stages["with_trained"]["metrics"]),
+        stage_row("fused, default (local + VLAD)", stages, "default"),
+        stage_row("fused, default + trained", stages, "with_trained"),
         row("fused, default + trained + random init", first["metrics"]),
         *demo_lines(ROOT),
         "",
