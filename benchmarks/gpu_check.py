@@ -3,8 +3,10 @@
 1. Refuses (exit 2, one clear line) unless torch sees CUDA and faiss-gpu sees a GPU.
 2. Runs the demo (``config/demo.yaml``: ``synthesize_queries``, then the workflow) in a scratch
    folder with ``--resources gpu=2`` (``gpu=1`` on a one-GPU machine) and the default YOLO
-   recipe trained for a few epochs (``overlay.detector: train``), so torch (YOLO train/detect)
-   and faiss (searches) both run.
+   recipe trained for a few epochs (``overlay.detector: train``) and the descriptor's GPU recipe
+   (``models.trained: {backend: train}``, ResNet-50 SSCD-style, a few epochs on the demo's
+   training images, then embedded and searched as a third global model), so torch (YOLO
+   train/detect, descriptor training and embedding) and faiss (searches) all run.
 3. Reads the job logs: every GPU job logs its lease (``leased GPU(s) …``), its end (``releasing
    GPU(s) …``) and the device torch / faiss used (``torch device: …``, ``faiss device: …``).
    Asserts torch and faiss ran on a GPU, no leased job fell back to the CPU, and jobs whose
@@ -27,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +45,11 @@ GPU_STAGES = (
     "global_search",
     "local_search",
     "train_overlay_detector",
+    "train_descriptor",
     "detect_overlays",
 )
+# The trained descriptor's model name in the check's config overlay.
+DESCRIPTOR_MODEL = "trained"
 SEARCH_STAGES = ("global_search", "local_search")
 
 _TIME = r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
@@ -252,14 +257,19 @@ def stage_throughput(timings: Iterable[JobTiming]) -> list[StageThroughput]:
 
 
 def collect_timings(
-    results: Path, leased: set[str], count_images: Callable[[Path], int], trained_images: int = 0
+    results: Path,
+    leased: set[str],
+    count_images: Callable[[Path], int],
+    trained_images: Mapping[str, int] | None = None,
 ) -> list[JobTiming]:
     """A JobTiming per benchmark file of a job that leased a GPU (``leased``: log paths below
     ``logs/`` without ``.log``, the same as the benchmark paths below ``benchmarks/``).
 
-    Images: those of the job's image shard; for the detector's training, ``trained_images``
-    (composed training images × epochs).
+    Images: those of the job's image shard; for a training stage, ``trained_images[stage]``
+    (the images it went through: training images × epochs; a descriptor image's two views
+    count once).
     """
+    trained_images = trained_images or {}
     timings = []
     bench = results / "benchmarks"
     for tsv in sorted(bench.rglob("*.tsv")):
@@ -267,8 +277,8 @@ def collect_timings(
         if str(relative.with_suffix("")) not in leased:
             continue
         stage, image_set, shard = job_shard(relative)
-        if stage == "train_overlay_detector":
-            images = trained_images
+        if stage in trained_images:
+            images = trained_images[stage]
         elif image_set is None or shard is None:
             continue
         else:
@@ -295,7 +305,9 @@ def format_section(
         f"(faiss sees {probe.faiss_gpus} GPU(s)), `--cores {settings.cores} "
         f"--resources gpu={settings.gpus}`, demo config with the "
         f"default YOLO recipe trained for {settings.epochs} epochs on {settings.train_images} "
-        "composed images. "
+        "composed images and the descriptor's default (GPU) recipe trained for "
+        f"{settings.epochs} epochs on the demo's training images (`models.{DESCRIPTOR_MODEL}`, "
+        "a third global model; its images/s count each image once, both views in it). "
         f"{len(leased)} GPU jobs leased device(s) {', '.join(devices)}; at most "
         f"{max_concurrent(jobs)} held leases at once, never sharing a device.",
         "",
@@ -341,6 +353,9 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
         # The default local index (ivf) searches on CPU; the exact flat scan is the local path
         # that runs on faiss-gpu, so the check takes it.
         "local": {"index": {"type": "flat"}},
+        # The descriptor's default (GPU) recipe, a few epochs, as a third global model.
+        "models": {DESCRIPTOR_MODEL: {"backend": "train", "train": {"epochs": epochs}}},
+        "global": {"models": ["vlad", "layout", DESCRIPTOR_MODEL]},
         "overlay": {
             "detector": "train",
             "train": {"epochs": epochs},
@@ -360,6 +375,16 @@ def run_demo(scratch: Path, cores: int, epochs: int, train_images: int, gpus: in
     # Targets first: --configfile and --resources take every word after them.
     subprocess.run([*snakemake, "synthesize_queries", *options], check=True)
     subprocess.run([*snakemake, "all", *options], check=True)
+
+
+def descriptor_images(results: Path) -> int:
+    """Images the descriptor's training went through (its training.json), 0 if it did not run."""
+    import json
+
+    from copydetect.descriptor_recipe import METRICS_NAME
+
+    figures = results / "models" / DESCRIPTOR_MODEL / METRICS_NAME
+    return json.loads(figures.read_text())["images_seen"] if figures.exists() else 0
 
 
 def count_shard_images(path: Path) -> int:
@@ -403,7 +428,10 @@ def main(
         print("gpu_check FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     leased = {str(Path(j.name).with_suffix("")) for j in jobs if j.leased}
-    trained = args.train_images * args.epochs
+    trained = {
+        "train_overlay_detector": args.train_images * args.epochs,
+        "train_descriptor": descriptor_images(results),
+    }
     stages = stage_throughput(collect_timings(results, leased, count_shard_images, trained))
     settings = RunSettings(args.cores, gpus, args.epochs, args.train_images)
     section = format_section(found, gpu_name(), settings, jobs, stages)

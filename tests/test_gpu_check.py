@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -179,7 +180,8 @@ def test_collect_timings_reads_only_leased_jobs(tmp_path: Path) -> None:
     (tmp_path / "images" / "queries").mkdir(parents=True)
     (tmp_path / "images" / "queries" / "s0000.h5").write_text("")
     leased = {"embed/resnet/queries/s0000", "train_overlay_detector"}
-    timings = collect_timings(tmp_path, leased, lambda path: 20, trained_images=1500)
+    trained = {"train_overlay_detector": 1500, "train_descriptor": 80}
+    timings = collect_timings(tmp_path, leased, lambda path: 20, trained_images=trained)
     assert timings == [
         JobTiming("embed", 20, 4.0),
         JobTiming("train_overlay_detector", 1500, 60.0),
@@ -237,7 +239,7 @@ def test_gpu_lines_match_what_the_code_logs() -> None:
     assert '"releasing GPU(s) %s"' in (root / "copydetect" / "rule_script.py").read_text()
     knn = (root / "copydetect" / "knn.py").read_text()
     assert '"faiss device: gpu"' in knn and '"faiss device: cpu"' in knn
-    for script in ("detect_overlays.py", "train_overlay_detector.py"):
+    for script in ("detect_overlays.py", "train_overlay_detector.py", "train_descriptor.py"):
         assert '"torch device: %s"' in (root / script).read_text()
 
 
@@ -286,6 +288,7 @@ def test_main_writes_the_section_when_the_logs_prove_gpu_use(
             "local_search/queries/s0000/g0000": log(
                 "00:41", "00:45", "1", "INFO copydetect.knn: faiss device: gpu"
             ),
+            "train_descriptor/trained": log("00:46", "00:56", "1", "INFO root: torch device: cuda"),
         }
         for rel, text in jobs.items():
             for folder, suffix, body in (("logs", ".log", text), ("benchmarks", ".tsv", None)):
@@ -294,6 +297,9 @@ def test_main_writes_the_section_when_the_logs_prove_gpu_use(
                 path.write_text(body or f"s\tmax_rss\n{4.0 if 'search' in rel else 40.0}\t1\n")
         (results / "images" / "queries").mkdir(parents=True)
         (results / "images" / "queries" / "s0000.h5").write_text("")
+        figures = results / "models" / gpu_check.DESCRIPTOR_MODEL / "training.json"
+        figures.parent.mkdir(parents=True)
+        figures.write_text('{"images_seen": 600}')  # 20 training images × 30 epochs
 
     monkeypatch.setattr(gpu_check, "count_shard_images", lambda path: 32)
     monkeypatch.setattr(gpu_check, "gpu_name", lambda: "Fake GPU")
@@ -311,6 +317,7 @@ def test_main_writes_the_section_when_the_logs_prove_gpu_use(
     assert "| train_overlay_detector | 1 | 1000 | 40.00 | 25.0 |" in text  # 500 images × 2 epochs
     assert "| local_search | 1 | 32 | 4.00 | 8.0 |" in text
     assert "local_search 8.0" in text
+    assert "| train_descriptor | 1 | 600 | 40.00 | 15.0 |" in text
 
 
 def test_run_demo_commands_parse_and_validate(
@@ -324,6 +331,9 @@ def test_run_demo_commands_parse_and_validate(
         [sys.executable, "-m", "snakemake", target] for target in ("synthesize_queries", "all")
     ]
     assert commands[1][-2:] == ["--resources", "gpu=2"]
+    overlay = yaml.safe_load((tmp_path / "gpu_check.yaml").read_text())
+    assert overlay["models"][gpu_check.DESCRIPTOR_MODEL]["backend"] == "train"
+    assert gpu_check.DESCRIPTOR_MODEL in overlay["global"]["models"]
     monkeypatch.undo()
     env = {
         **os.environ,
