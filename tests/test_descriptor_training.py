@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from script_runner import Named, run_script
+from torch_threads import one_torch_thread  # noqa: F401 (autouse)
 from workflow_helpers import photo_tiles, plan, snakemake, write_tiny_sets
 
 from copydetect import progress
@@ -49,16 +50,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # TorchScript'
 # A handful of 128 px photo tiles, trained on at 64 px: a few CPU-seconds per epoch.
 N_IMAGES = 16
 SIZE = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny batches gain nothing from threads, and on a busy machine OpenMP barriers between
-    descheduled threads make them many times slower; restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_spec(**train: object) -> dict:

@@ -20,6 +20,7 @@ import skimage.data
 import torch
 from PIL import Image
 from torch import nn
+from torch_threads import one_torch_thread  # noqa: F401 (autouse)
 
 from copydetect.embed import (
     Embedder,
@@ -42,16 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 # resnet50 at 64 px keeps every forward to milliseconds; square makes batches really batch.
 SMALL = EmbedParams(size=64, resize="square", batch_size=4, num_workers=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny inputs gain nothing from threads, and on a busy machine OpenMP barriers between
-    descheduled threads make them many times slower; restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

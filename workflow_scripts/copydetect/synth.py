@@ -190,14 +190,19 @@ def edit_blur(img: Image.Image, rng: random.Random) -> EditResult:
     return img.filter(ImageFilter.GaussianBlur(radius)), {"op": "blur", "radius": round(radius, 2)}
 
 
-def edit_jpeg(img: Image.Image, rng: random.Random) -> EditResult:
-    """Re-encode as JPEG at quality 15–60 (visible blocking and ringing)."""
-    quality = rng.randint(15, 60)
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
+    """The image encoded as JPEG at ``quality`` and decoded again."""
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     with Image.open(buf) as decoded:
-        return decoded.convert("RGB"), {"op": "jpeg", "quality": quality}
+        return decoded.convert("RGB")
+
+
+def edit_jpeg(img: Image.Image, rng: random.Random) -> EditResult:
+    """Re-encode as JPEG at quality 15–60 (visible blocking and ringing)."""
+    quality = rng.randint(15, 60)
+    return jpeg_roundtrip(img, quality), {"op": "jpeg", "quality": quality}
 
 
 def edit_pad(img: Image.Image, rng: random.Random) -> EditResult:
@@ -523,11 +528,7 @@ def edit_vflip(img: Image.Image, rng: random.Random) -> EditResult:
 def edit_jpeg_heavy(img: Image.Image, rng: random.Random) -> EditResult:
     """Re-encode as JPEG at quality 3–15 (strong blocking, color bleeding)."""
     quality = rng.randint(3, 15)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        return decoded.convert("RGB"), {"op": "jpeg_heavy", "quality": quality}
+    return jpeg_roundtrip(img, quality), {"op": "jpeg_heavy", "quality": quality}
 
 
 def edit_aspect(img: Image.Image, rng: random.Random) -> EditResult:
