@@ -5,14 +5,13 @@ each listing once per run.
 
 Two runs share the per-shard rules through their ``{run}`` wildcard: the main run (``results``)
 on the configured image sets, and, for a logistic fusion fitted in the DAG, the development run
-(``results/development``) on the labeled set that checkpoint synthesize_development makes from
+(``results/development``) on the labeled set that rule synthesize_development makes from
 the training images. Input functions take the run from that wildcard; rules without one belong
 to the main run.
 """
 
 import hashlib
 import math
-import os
 from functools import cache
 from pathlib import Path
 
@@ -25,12 +24,14 @@ from copydetect.descriptor_recipe import (
     embedding_spec,
     recipe_params,
 )
+from copydetect.development import development_params, synthesis_config
 from copydetect.inputs import (
     ImageSetError,
     assign_shards,
     group_shards,
     scan_image_set,
     shard_count,
+    shard_name,
 )
 from copydetect.run_lock import LiveRunError, require_run_lock, take_run_lock
 
@@ -61,9 +62,10 @@ IMAGE_SETS = ("queries", "references", "training")
 CROP_SETS = ("crops_global", "crops_local")
 RESULTS = "results"
 # The development run: same models, branches and parameters, its own image sets (under data/,
-# made by checkpoint synthesize_development) and no training set (codebooks and PCA are fitted
-# on its references, which come from the training images anyway).
+# made by rule synthesize_development) and no training set (codebooks and PCA are fitted on its
+# references, which come from the training images anyway).
 DEVELOPMENT = f"{RESULTS}/development"
+DEVELOPMENT_DATA = f"{DEVELOPMENT}/data"
 RUN = "{run}"  # the first part of every per-run path: RESULTS or DEVELOPMENT
 
 
@@ -79,34 +81,30 @@ def run_of(wildcards):
     return wildcards.get("run", RESULTS)
 
 
-def development_data():
-    """The synthesized development set's folder; raises (and so waits) until it exists."""
-    return checkpoints.synthesize_development.get().output.images
-
-
 def image_source(run, set_name):
     """Where a run's image set is: the config's, or the synthesized development set's."""
     if run == RESULTS:
         return config[set_name]
-    return "" if set_name == "training" else f"{development_data()}/{set_name}"
+    return "" if set_name == "training" else f"{DEVELOPMENT_DATA}/{set_name}"
 
 
 def image_listing(run, set_name):
-    """The images of one image set of a run and the files under it that listing turned away,
-    listed once (the development set again when checkpoint synthesize_development has remade
-    it)."""
+    """The images of one of the main run's image sets and the files under it that listing
+    turned away, listed once. The development set is never listed here: it does not exist
+    when the DAG is built (see image_count)."""
+    if run != RESULTS:
+        raise WorkflowError(f"the {run} run's images are listed by its ingest jobs")
     source = image_source(run, set_name)
     if not source:
         raise WorkflowError(
             f"config key {set_name!r} is empty: give a directory or list file, "
             f"e.g. snakemake --config {set_name}=path/to/{set_name}"
         )
-    made = os.stat(source).st_mtime_ns if run == DEVELOPMENT else None
-    return _listing(source, set_name, made)
+    return _listing(source, set_name)
 
 
 @cache
-def _listing(source, set_name, made):
+def _listing(source, set_name):
     try:
         stat = config["sharding"]["change_detection"] == "stat"
         return scan_image_set(source, set_name, fingerprint=stat)
@@ -114,13 +112,40 @@ def _listing(source, set_name, made):
         raise WorkflowError(str(error)) from None
 
 
-def image_shards(run, set_name):
-    """Shard name -> ImageEntry list of one image set of a run."""
-    entries = image_listing(run, set_name).entries
+def image_count(run, set_name):
+    """Images in a run's set: the main run's as listed; the development set's as its synthesis
+    will make them (a plain rule, not a checkpoint: Snakemake can end a run early when a
+    checkpoint's DAG update meets running SLURM group jobs, snakemake/snakemake#823)."""
+    if run == RESULTS:
+        return len(image_listing(run, set_name).entries)
+    return development_counts()[set_name]
+
+
+@cache
+def development_counts():
+    """Set name -> image count of the development set, from the training listing alone."""
+    params = development_params(config["fusion"]["development"])
+    try:
+        planned = synthesis_config(image_count(RESULTS, "training"), params)
+    except ValueError as error:
+        raise WorkflowError(f"fusion.development: {error}") from None
+    return {
+        "references": planned.n_references,
+        "queries": planned.n_copy_queries + planned.n_distractors,
+    }
+
+
+def set_shard_count(run, set_name):
     spec = config["sharding"][set_name]
-    return assign_shards(
-        entries, shard_count(len(entries), spec["shard_size"], spec["num_shards"])
+    return shard_count(
+        image_count(run, set_name), spec["shard_size"], spec["num_shards"]
     )
+
+
+def image_shards(run, set_name):
+    """Shard name -> ImageEntry list of one of the main run's image sets."""
+    entries = image_listing(run, set_name).entries
+    return assign_shards(entries, set_shard_count(run, set_name))
 
 
 def listing_rejects(wildcards):
@@ -136,22 +161,40 @@ def listing_rejects(wildcards):
 
 def shard_names(run, set_name):
     """Shards of a set; a crop set has the shards of the queries it was cut from."""
-    return list(image_shards(run, "queries" if set_name in CROP_SETS else set_name))
+    listed = "queries" if set_name in CROP_SETS else set_name
+    return [shard_name(i) for i in range(set_shard_count(run, listed))]
 
 
 def shard_image_table(wildcards):
-    """[id, path, fingerprint] rows of one shard: a parameter, not input files (see inputs.py),
-    so any change to the table reruns exactly this shard's ingest."""
+    """[id, path, fingerprint] rows of one of the main run's shards: a parameter, not input
+    files (see inputs.py), so any change to the table reruns exactly this shard's ingest. The
+    development set is made in the same run: its ingest jobs list it (development_shard).
+    """
+    if wildcards.run != RESULTS:
+        return []
     return [
         [e.id, e.path, e.fingerprint]
         for e in image_shards(wildcards.run, wildcards.set)[wildcards.shard]
     ]
 
 
+def development_shard(wildcards):
+    """What a development-run ingest job lists: the set's folder, its shard and the shard
+    count; empty for the main run. A remade set reruns these jobs through their input.
+    """
+    if wildcards.run == RESULTS:
+        return {}
+    return {
+        "folder": image_source(wildcards.run, wildcards.set),
+        "shard": wildcards.shard,
+        "n_shards": set_shard_count(wildcards.run, wildcards.set),
+    }
+
+
 def synthesized_images(wildcards):
     """The development set as an input of its ingest jobs (the main run's images are listed in
     a parameter only, see shard_image_table)."""
-    return [] if wildcards.run == RESULTS else [development_data()]
+    return [] if wildcards.run == RESULTS else [DEVELOPMENT_DATA]
 
 
 def set_shard_files(run, set_name, pattern):
@@ -214,7 +257,7 @@ def reference_scale(wildcards):
     """The reference count rounded to a power of two: what nlist: auto is sized by, so the
     coarse quantizer is refitted only when the collection about doubles, not per new image.
     """
-    count = len(image_listing(wildcards.run, "references").entries)
+    count = image_count(wildcards.run, "references")
     return 1 << max(0, round(math.log2(max(count, 1))))
 
 
@@ -512,7 +555,7 @@ def development_ground_truth(wildcards):
     if not has_development():
         return []
     if not given_development_run():
-        return checkpoints.synthesize_development.get().output.ground_truth
+        return rules.synthesize_development.output.ground_truth
     truth = config["fusion"]["development"]["ground_truth"]
     run = Path(given_development_run())
     return truth or str(run / RESULTS / "synthetic" / "ground_truth.csv")

@@ -42,13 +42,13 @@ rule fit_fusion:
         "../workflow_scripts/fit_fusion.py"
 
 
-checkpoint synthesize_development:
+rule synthesize_development:
     """A labeled development set (references, edited copies, distractors and their ground
     truth) synthesized from the training images. The development run's jobs are the same
-    per-shard rules under results/development/; a checkpoint, since its shards are listed once
-    the set exists."""
+    per-shard rules under results/development/; their shards are planned from the set's sizes
+    (development_counts), and each ingest job lists its shard of the made set."""
     output:
-        images=directory(f"{DEVELOPMENT}/data"),
+        images=directory(DEVELOPMENT_DATA),
         ground_truth=f"{DEVELOPMENT}/ground_truth.csv",
     log:
         f"{DEVELOPMENT}/logs/synthesize_development.log",

@@ -15,6 +15,7 @@ rule ingest:
         "../envs/cpu.yaml"
     params:
         images=shard_image_table,
+        development_shard=development_shard,
         ingest=config["ingest"],
     script:
         "../workflow_scripts/ingest_shard.py"

@@ -12,6 +12,7 @@ from copydetect.inputs import (
     assign_shards,
     group_shards,
     list_image_set,
+    list_shard,
     scan_image_set,
     shard_count,
     shard_index,
@@ -78,6 +79,19 @@ def test_membership_is_stable_under_additions(tmp_path: Path) -> None:
     changed = [name for name in before if before[name] != after[name]]
     assert changed == [f"s{shard_index('R999999', 8):04d}"]
     assert sum(len(v) for v in after.values()) == 201
+
+
+def test_a_shard_listed_by_its_job_is_the_planned_shard(tmp_path: Path) -> None:
+    # The development set is listed by its ingest jobs, one shard each: together they hold
+    # every image once, in the shards that assign_shards gives the whole listing.
+    for i in range(40):
+        touch(tmp_path / f"Q{i:05d}.jpg")
+    planned = assign_shards(list_image_set(tmp_path, "queries"), 4)
+    listed = {name: list_shard(tmp_path, "queries", name, 4) for name in planned}
+    assert listed == planned
+    assert sorted(e.id for v in listed.values() for e in v) == [f"Q{i:05d}" for i in range(40)]
+    with pytest.raises(ImageSetError, match="no shard 's0004' among 4"):
+        list_shard(tmp_path, "queries", "s0004", 4)
 
 
 def test_shard_index_is_a_fixed_function_of_the_id() -> None:

@@ -246,6 +246,23 @@ def assign_shards(entries: list[ImageEntry], n_shards: int) -> dict[str, list[Im
     return shards
 
 
+def list_shard(
+    source: str | os.PathLike, set_name: str, shard: str, n_shards: int
+) -> list[ImageEntry]:
+    """The entries of one shard of a set listed now, for a set made during the run (the
+    development set): the same ids land in the same shard as :func:`assign_shards` puts them.
+
+    Raises
+    ------
+    ImageSetError
+        As :func:`scan_image_set`, or when ``shard`` is not one of ``n_shards``.
+    """
+    shards = assign_shards(list_image_set(source, set_name), n_shards)
+    if shard not in shards:
+        raise ImageSetError(f"{set_name}: no shard {shard!r} among {n_shards} shards")
+    return shards[shard]
+
+
 def group_shards(shard_names: list[str], shards_per_group: int) -> dict[str, list[str]]:
     """Consecutive groups of shards, the unit of one search job (bounded memory per job)."""
     groups: dict[str, list[str]] = {}
