@@ -206,8 +206,8 @@ def test_params_are_checked_by_the_schema_naming_the_key(param_classes: dict) ->
 
     with pytest.raises(ConfigError, match=r"global\.normalization\.pca_dim: 0 is less than"):
         NormalizationParams(pca_dim=0)
-    with pytest.raises(ConfigError, match=r"verify\.method: 'affine' is not one of"):
-        VerifyParams(method="affine")
+    with pytest.raises(ConfigError, match=r"verify\.method: 'projective' is not one of"):
+        VerifyParams(method="projective")
     with pytest.raises(ConfigError, match=r"unknown verify parameters: \['ratioo'\]"):
         VerifyParams.from_mapping({"ratioo": 0.7})
 

@@ -18,6 +18,7 @@ from copydetect.fusion import (
     RuleConstants,
     background,
     backgrounds,
+    best_of_others,
     find_branches,
     fit_logistic,
     fuse_rule,
@@ -100,9 +101,15 @@ def test_stronger_evidence_never_lowers_the_score(method: str, column: str) -> N
     stats = backgrounds(pairs, find_branches(pairs))  # fixed chance levels (module docstring)
     before = score(pairs, stats)
     rng = np.random.default_rng(1)
+    queries = pairs["query_id"].to_numpy()
     for trial in range(5):
         changed = pairs.copy()
-        rows = rng.random(len(pairs)) < 0.5
+        # One pair of about half the queries: a query's other candidates are the chance level
+        # of its local evidence (contrasted_inliers), as the fixed stats are of a global score.
+        picked = pairs.sample(frac=1.0, random_state=trial).drop_duplicates("query_id")
+        picked = picked[rng.random(len(picked)) < 0.5]
+        rows = pairs.index.isin(picked.index)
+        untouched = ~np.isin(queries, picked["query_id"])
         step = rng.uniform(0, 5 if column.endswith(("inliers", "votes")) else 0.3, len(pairs))
         values = changed[column].to_numpy(dtype=float)
         if column == "mean_match_distance":
@@ -114,9 +121,38 @@ def test_stronger_evidence_never_lowers_the_score(method: str, column: str) -> N
                 values = np.minimum(values, 1.0)
         changed[column] = values
         after = score(changed, stats)
-        assert np.all(after >= before), f"{column}, trial {trial}"
+        assert np.all(after[rows] >= before[rows]), f"{column}, trial {trial}"
+        assert np.array_equal(after[untouched], before[untouched])
         if method == "rule" and not column.endswith("_similarity"):  # _normalized is used
             assert np.any(after[rows] > before[rows])
+
+
+def test_an_ambiguous_query_and_repeated_structure_weaken_local_evidence() -> None:
+    pairs = pd.DataFrame(
+        {
+            "query_id": ["Q1", "Q1", "Q2", "Q2", "Q3"],
+            "reference_id": ["A", "B", "A", "B", "C"],
+            "matches": [30, 4, 30, 28, 300],
+            "inliers": [30, 0, 30, 28, 30],
+            "inlier_ratio": [1.0, 0.0, 1.0, 28 / 30, 0.1],
+            "mean_match_distance": [0.3] * 5,
+        }
+    )
+    score, _ = fuse_rule(pairs, RuleConstants())
+    # Q2's two references verify about as well: neither is as sure as Q1's single answer.
+    assert score[2] < score[0] and score[3] < score[0]
+    # 30 inliers among 300 matches (a text page against another) count for less than 30 of 30.
+    assert score[4] < score[0]
+    plain = RuleConstants(local_chance=0.0, local_contrast=0.0)
+    assert fuse_rule(pairs, plain)[0][2] == pytest.approx(fuse_rule(pairs, plain)[0][0])
+
+
+def test_best_of_others_is_the_largest_other_value_of_the_group() -> None:
+    values = np.array([3.0, 7.0, 7.0, 1.0, 5.0])
+    groups = np.array(["a", "a", "a", "b", "c"])
+    assert best_of_others(values, groups).tolist() == [7.0, 7.0, 7.0, 0.0, 0.0]
+    order = [4, 2, 0, 3, 1]
+    assert best_of_others(values[order], groups[order]).tolist() == [0.0, 7.0, 7.0, 0.0, 7.0]
 
 
 def test_scores_lie_strictly_inside_the_unit_interval_and_stay_distinct() -> None:

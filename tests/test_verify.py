@@ -63,10 +63,13 @@ def test_edited_copy_verifies_and_unrelated_does_not(photos, reference) -> None:
         assert verify_pair(unrelated, reference, VERIFY).inliers <= 5
 
 
-def test_homography_method_also_verifies(photos, reference) -> None:
+@pytest.mark.parametrize("method", ["affine", "homography"])
+def test_the_other_methods_also_verify(photos, reference, method) -> None:
     copy = extract_sift(edited_copy(photos["astronaut"]), SIFT, "Q")
-    evidence = verify_pair(copy, reference, VerifyParams(method="homography"))
+    evidence = verify_pair(copy, reference, VerifyParams(method=method))
     assert evidence.inliers >= 20
+    unrelated = extract_sift(photos["coffee"], SIFT, "coffee")
+    assert verify_pair(unrelated, reference, VerifyParams(method=method)).inliers <= 5
 
 
 def test_mirrored_copy_verifies_only_through_the_flip(photos, reference) -> None:
@@ -147,8 +150,11 @@ def test_matches_onto_one_reference_keypoint_count_once() -> None:
     query = features(query_xy, np.tile(pattern, (30, 1)))
     matches = ratio_test_matches(query.descriptors, ref.descriptors, 0.8)
     assert len(matches) == 30 and (matches[:, 1] == 0).all()
-    fit = fit_geometry(query.keypoints, ref.keypoints, matches, VERIFY)
+    similarity = VerifyParams(method="partial_affine")
+    fit = fit_geometry(query.keypoints, ref.keypoints, matches, similarity)
     assert fit.raw_inliers == 30 and fit.inliers <= 1
+    # An affine map has no shift-only fit to offer here: OpenCV finds none at all.
+    assert fit_geometry(query.keypoints, ref.keypoints, matches, VERIFY).inliers <= 1
 
 
 def test_exact_similarity_is_recovered_and_scale_bounds_apply() -> None:
@@ -171,6 +177,32 @@ def test_exact_similarity_is_recovered_and_scale_bounds_apply() -> None:
             assert fit.inliers == 40 and fit.scale == pytest.approx(scale, rel=1e-3)
         else:
             assert fit.inliers == 0 and math.isnan(fit.scale) and not fit.inlier_mask.any()
+
+
+def test_affine_method_fits_a_stretch_that_a_similarity_cannot() -> None:
+    # An aspect-ratio change (x × 1.8) with a shear: partial_affine keeps only the points near
+    # its best compromise, affine all of them; a stretch past max_anisotropy is degenerate.
+    rng = np.random.default_rng(3)
+    q_xy = rng.uniform(0, 300, (60, 2)).astype(np.float32)
+    matches = np.stack([np.arange(60)] * 2, axis=1)
+    q_kp = features(q_xy, np.zeros((60, 128))).keypoints
+
+    def fit(linear, method):
+        r_kp = features(q_xy @ np.array(linear).T + [5.0, 7.0], np.zeros((60, 128))).keypoints
+        return fit_geometry(q_kp, r_kp, matches, VerifyParams(method=method))
+
+    aspect = [[1.8, 0.3], [0.0, 1.0]]
+    assert fit(aspect, "affine").inliers == 60
+    assert fit(aspect, "affine").scale == pytest.approx(math.sqrt(1.8), rel=1e-3)
+    assert fit(aspect, "partial_affine").inliers < 30
+    flattened = [[5.0, 0.0], [0.0, 0.5]]
+    assert fit(flattened, "affine").inliers == 0
+    # similarity_or_affine keeps the affine fit only when it adds more than affine_margin.
+    assert fit(aspect, "similarity_or_affine").inliers == 60
+    rotation = [[0.8, -0.6], [0.6, 0.8]]
+    kept, similarity = fit(rotation, "similarity_or_affine"), fit(rotation, "partial_affine")
+    assert kept.inliers == similarity.inliers == 60
+    np.testing.assert_array_equal(kept.matrix, similarity.matrix)
 
 
 def test_too_few_matches_are_not_fitted() -> None:

@@ -48,13 +48,21 @@ class RuleConstants:
 
     local_knee: float = 4.5  # N0: inliers (+ quality bonus) where local evidence starts to rise
     local_quality: float = 3.0  # Q: inliers a perfectly clean match set is worth
+    local_chance: float = 0.05  # C: chance inliers per ratio-test match outside the inliers
+    local_contrast: float = 0.5  # A: share of the query's best other candidate's inliers taken off
     local_votes_weight: float = 0.25  # V: nats per e-fold of local-search votes
     global_knee: float = 2.0  # Z0: robust z of a global similarity where its evidence starts
     global_weight: float = 0.4  # W: nats per robust standard deviation above the knee
     prior: float = 4.0  # fused evidence at which the score is 0.5
 
     def __post_init__(self) -> None:
-        for name in ("local_quality", "local_votes_weight", "global_weight"):
+        for name in (
+            "local_quality",
+            "local_chance",
+            "local_contrast",
+            "local_votes_weight",
+            "global_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"fusion.rule.{name} must be >= 0 (monotone fusion)")
 
@@ -174,23 +182,58 @@ class LocalEvidence:
     """The verification fields of a local branch, missing values set to their worst."""
 
     present: np.ndarray  # bool: the branch verified the pair
-    inliers: np.ndarray  # ≥ 0
+    inliers: np.ndarray  # ≥ 0, contrasted (see contrasted_inliers)
     quality: np.ndarray  # (inlier ratio + closeness) / 2 in [0, 1]
     ratio: np.ndarray  # [0, 1]
     closeness: np.ndarray  # 1 − mean match distance / √2, in [0, 1]
     log_votes: np.ndarray  # log(1 + local-search votes) ≥ 0
 
 
-def local_evidence(pairs: pd.DataFrame, branch: Branch) -> LocalEvidence:
+def best_of_others(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """For each row, the largest value among the *other* rows of its group (0 when alone);
+    independent of row order (tied values are interchangeable)."""
+    frame = pd.DataFrame({"group": groups, "value": values})
+    rank = frame.groupby("group")["value"].rank(method="first", ascending=False).to_numpy()
+    first = frame["value"].where(rank == 1).groupby(frame["group"]).transform("max")
+    second = frame["value"].where(rank == 2).groupby(frame["group"]).transform("max")
+    return np.where(rank == 1, second.fillna(0.0), first).astype(np.float64)
+
+
+def contrasted_inliers(
+    inliers: np.ndarray, matches: np.ndarray, query_ids: np.ndarray, rule: RuleConstants
+) -> np.ndarray:
+    """Inliers above chance and above the query's other candidates (docs/fusion.md).
+
+    Repeated structure (glyphs of one typeface, lattices, tiled patterns) gives a consistent
+    fit with many matches around it: C inliers are taken off per match outside the inliers.
+    A query whose other candidates verify nearly as well is ambiguous (text against any text
+    page, one icon part in many icons): A times the best of its other candidates' counts is
+    taken off, as a second-nearest-neighbour ratio does for one descriptor.
+    """
+    n = np.nan_to_num(inliers)
+    outside = np.clip(np.nan_to_num(matches, nan=0.0) - n, 0, None)
+    above_chance = np.clip(n - rule.local_chance * outside, 0, None)
+    if rule.local_contrast == 0:
+        return above_chance
+    others = best_of_others(above_chance, query_ids)
+    return np.clip(above_chance - rule.local_contrast * others, 0, None)
+
+
+def local_evidence(
+    pairs: pd.DataFrame, branch: Branch, rule: RuleConstants | None = None
+) -> LocalEvidence:
     """Read a local branch's columns; a missing field counts as the weakest value."""
+    rule = rule or RuleConstants()
     inliers = _column(pairs, branch.local_column("inliers"))
+    matches = _column(pairs, branch.local_column("matches"))
     ratio = np.clip(np.nan_to_num(_column(pairs, branch.local_column("inlier_ratio"))), 0, 1)
     distance = _column(pairs, branch.local_column("mean_match_distance"))
     closeness = np.clip(1.0 - np.nan_to_num(distance, nan=MAX_DISTANCE) / MAX_DISTANCE, 0, 1)
     votes = np.clip(np.nan_to_num(_column(pairs, branch.votes_column)), 0, None)
+    queries = pairs["query_id"].to_numpy()
     return LocalEvidence(
         present=np.isfinite(inliers),
-        inliers=np.clip(np.nan_to_num(inliers), 0, None),
+        inliers=contrasted_inliers(np.clip(inliers, 0, None), matches, queries, rule),
         quality=(ratio + closeness) / 2.0,
         ratio=ratio,
         closeness=closeness,
@@ -203,7 +246,7 @@ def rule_evidence(
 ) -> np.ndarray:
     """A branch's evidence in nats above chance (docs/fusion.md); NaN where it is missing."""
     if branch.kind == "local":
-        ev = local_evidence(pairs, branch)
+        ev = local_evidence(pairs, branch, rule)
         x = ev.inliers + rule.local_quality * ev.quality - rule.local_knee
         evidence = softplus(x) + rule.local_votes_weight * ev.log_votes
         return np.where(ev.present, evidence, np.nan)
@@ -261,7 +304,7 @@ def branch_features(
     the rule's knee) and ``z_shift`` (z − Z_FLOOR, floored at 0).
     """
     if branch.kind == "local":
-        ev = local_evidence(pairs, branch)
+        ev = local_evidence(pairs, branch, rule)
         knee = np.where(ev.present, softplus(ev.inliers - rule.local_knee), 0.0)
         features = {
             "inliers_knee": knee,

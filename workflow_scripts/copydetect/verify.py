@@ -2,8 +2,10 @@
 
 For a candidate (query, reference) pair, every query descriptor is matched to its nearest
 reference descriptor when that one is clearly closer than the second nearest (ratio test); a
-RANSAC fit of a similarity (``partial_affine``: rotation, uniform scale, shift) or a homography
-then separates geometrically consistent matches (inliers) from chance ones.
+RANSAC fit of a similarity (``partial_affine``: rotation, uniform scale, shift), an affine map
+(``affine``: also stretch and shear, as aspect-ratio changes and skews make), the better of
+the two (``similarity_or_affine``) or a homography then separates geometrically consistent
+matches (inliers) from chance ones.
 
 Two known weaknesses of the ISC2021 image-fingerprint matcher are fixed here:
 
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 # the mean match distance of a pair without matches.
 MAX_DISTANCE = math.sqrt(2.0)
 # Minimal point count of each model (OpenCV refuses fewer).
-_MIN_POINTS = {"partial_affine": 2, "homography": 4}
+_MIN_POINTS = {"partial_affine": 2, "affine": 3, "homography": 4, "similarity_or_affine": 2}
 
 
 @config_params("verify")
@@ -51,13 +53,14 @@ class VerifyParams:
     """Parameters of pair verification (the ``verify`` section of the config)."""
 
     ratio: float
-    method: Literal["partial_affine", "homography"]
+    method: Literal["similarity_or_affine", "partial_affine", "affine", "homography"]
+    affine_margin: int  # similarity_or_affine: inliers an affine fit must add to be kept
     reprojection_threshold: float  # pixels of the shrunk SIFT images
     try_flip: bool
     min_scale: float  # query→reference scale bounds; outside them a fit is degenerate
     max_scale: float
     min_matches_for_fit: int  # fewer ratio-test matches: no fit (random matches fit exactly)
-    max_anisotropy: float  # homography only: ratio of the linear part's singular values
+    max_anisotropy: float  # affine, homography: ratio of the linear part's singular values
     position_tolerance: float  # inlier keypoints in the same cell of this size count once
     ransac_max_iters: int
     ransac_confidence: float
@@ -73,7 +76,7 @@ class GeometryFit:
     """
 
     inlier_mask: np.ndarray  # bool [n_matches]
-    matrix: np.ndarray | None  # 2×3 (partial_affine) or 3×3 (homography); None when rejected
+    matrix: np.ndarray | None  # 2×3 (the affine methods) or 3×3 (homography); None: rejected
     scale: float  # query→reference scale; NaN when rejected
     inliers: int
     raw_inliers: int  # RANSAC's own count, before the distinct-position reduction
@@ -181,10 +184,10 @@ def count_distinct(points: np.ndarray, tolerance: float) -> int:
     return len(np.unique((cells[:, 0] << 32) + cells[:, 1]))
 
 
-def _run_ransac(src: np.ndarray, dst: np.ndarray, params: VerifyParams):
-    """The configured RANSAC fit (seeded: OpenCV's RNG is per thread, seeded right here)."""
+def _run_ransac(src: np.ndarray, dst: np.ndarray, method: str, params: VerifyParams):
+    """One RANSAC fit of ``method`` (seeded: OpenCV's RNG is per thread, seeded right here)."""
     cv2.setRNGSeed(params.seed)
-    if params.method == "homography":
+    if method == "homography":
         return cv2.findHomography(
             src,
             dst,
@@ -193,7 +196,8 @@ def _run_ransac(src: np.ndarray, dst: np.ndarray, params: VerifyParams):
             maxIters=params.ransac_max_iters,
             confidence=params.ransac_confidence,
         )
-    return cv2.estimateAffinePartial2D(
+    estimate = cv2.estimateAffine2D if method == "affine" else cv2.estimateAffinePartial2D
+    return estimate(
         src,
         dst,
         method=cv2.RANSAC,
@@ -207,8 +211,9 @@ def fit_scale(matrix: np.ndarray, params: VerifyParams) -> float:
     """Query→reference scale of a fit, or NaN when its linear part is degenerate.
 
     A homography is judged by its linear part after normalizing ``H[2, 2]`` (the local map near
-    the origin): it must keep orientation (mirrors come through the flip path) and be at most
-    ``max_anisotropy`` times more stretched one way than the other.
+    the origin). The linear part must keep orientation (mirrors come through the flip path) and
+    be at most ``max_anisotropy`` times more stretched one way than the other (a similarity
+    never is; an affine map or homography that collapses the points onto a line is).
     """
     linear = matrix[:2, :2]
     if matrix.shape[0] == 3:
@@ -237,7 +242,20 @@ def fit_geometry(
         return _rejected(n)
     src = np.ascontiguousarray(q_kp[matches[:, 0], :2], dtype=np.float32)
     dst = np.ascontiguousarray(r_kp[matches[:, 1], :2], dtype=np.float32)
-    matrix, mask = _run_ransac(src, dst, params)
+    if params.method != "similarity_or_affine":
+        return _fit(src, dst, params.method, params)
+    similarity = _fit(src, dst, "partial_affine", params)
+    # The affine fit can add more than the margin only when that many matches are left out:
+    # pairs with few matches (most unrelated ones) and clean copies never pay for its RANSAC.
+    if n <= similarity.inliers + params.affine_margin:
+        return similarity
+    affine = _fit(src, dst, "affine", params)
+    return affine if affine.inliers > similarity.inliers + params.affine_margin else similarity
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, method: str, params: VerifyParams) -> GeometryFit:
+    n = len(src)
+    matrix, mask = _run_ransac(src, dst, method, params)
     if matrix is None or mask is None:
         return _rejected(n)
     mask = mask.ravel().astype(bool)
