@@ -21,6 +21,7 @@ from copydetect.verify import (
     _verify_one,
     count_distinct,
     fit_geometry,
+    pairs_to_verify,
     ratio_test_matches,
     ratio_test_views,
     verify_candidates,
@@ -241,7 +242,7 @@ def candidate_table() -> pd.DataFrame:
             "query_id": [q for q, _ in pairs],
             "reference_id": [r for _, r in pairs],
             "reference_shard": [shard[r] for _, r in pairs],
-            "votes": np.arange(len(pairs)),
+            "local_votes": np.arange(len(pairs)),
         }
     )
 
@@ -267,7 +268,7 @@ def test_verify_candidates_is_independent_of_processes(shards, caplog, monkeypat
     assert progress == [f"{n} / 12 candidate pairs verified" for n in (4, 8, 12, 12)]
 
     assert list(one["query_id"]) == sorted(one["query_id"])
-    assert "votes" in one.columns and len(one) == 12
+    assert "local_votes" in one.columns and len(one) == 12
     best = one.loc[one.groupby("query_id")["inliers"].idxmax()]
     assert dict(zip(best["query_id"], best["reference_id"], strict=True)) == {
         "Q1": "R1",
@@ -288,7 +289,30 @@ def test_verify_candidates_round_trips_through_csv(shards, tmp_path) -> None:
         VerifyParams(try_flip=False),
     )
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
-    pd.testing.assert_frame_equal(read_table(tmp_path / "pairs.csv"), pairs)
+    assert ",True," not in (tmp_path / "pairs.csv").read_text()  # no flip without try_flip
+    pd.testing.assert_frame_equal(read_table(tmp_path / "pairs.csv"), pairs, check_dtype=False)
+
+
+def test_pairs_only_global_models_ranked_low_are_not_verified(shards, tmp_path) -> None:
+    # Q1's pairs: R1 and R2 from the local search, R3 only from vlad (rank 1), R4 only from
+    # vlad (rank 2): R4 keeps its global columns and gets no local evidence (empty, not 0).
+    table = candidate_table()
+    table = table[table["query_id"] == "Q1"].reset_index(drop=True)
+    table["local_votes"] = [np.nan, 5, 3, np.nan]  # R4, R1, R2, R3
+    table["vlad_rank"] = [2, np.nan, 4, 1]
+    assert pairs_to_verify(table, 1).tolist() == [False, True, True, True]
+    assert pairs_to_verify(table, 0).tolist() == [False, True, True, False]
+    assert pairs_to_verify(table, 2).all()
+    root = shards["root"]
+    pairs = verify_candidates(
+        table, root / "queries.h5", root / "queries_mirrored.h5", shards["references"], VERIFY
+    ).set_index("reference_id")
+    assert pairs["matches"].isna().tolist() == [False, False, False, True]  # R1, R2, R3, R4
+    assert pairs.loc["R1", "inliers"] >= 20 and pairs.loc["R4", "vlad_rank"] == 2
+    pairs.to_csv(tmp_path / "pairs.csv")
+    rows = (tmp_path / "pairs.csv").read_text().splitlines()
+    assert rows[-1] == "R4,Q1,s0001,,2.0,,,,,,,"  # every evidence field empty
+    assert rows[1].split(",")[5].isdigit()  # R1's matches: an integer, not 12.0
 
 
 def test_verify_candidates_needs_the_mirrored_shard_to_try_flips(shards) -> None:

@@ -2,7 +2,8 @@
 
 Each branch (``local`` votes, a global model such as ``vlad`` or ``sscd``) proposes
 (query, reference) pairs with its own evidence columns. Verification runs once per distinct
-pair, so a pair proposed by the global branch alone still gets local evidence, and the pair
+pair, so a pair proposed by a global branch alone can still get local evidence (when a model
+ranks it within ``verify.global_only_max_rank``, see ``verify.pairs_to_verify``), and the pair
 table keeps every branch's columns for fusion, prefixed by the branch name
 (``local_votes``, ``vlad_similarity``, …; missing where a branch did not propose the pair).
 """
