@@ -474,7 +474,10 @@ a = json.loads(sys.argv[2])
 ns = types.SimpleNamespace
 snakemake = ns(
     input=ns(),
-    params=ns(images=a["images"], ingest=a["ingest"]),
+    params=ns(
+        images=a["images"], ingest=a["ingest"], development_shard=a.get("development_shard", {})
+    ),
+    wildcards=ns(set="queries"),
     output=ns(shard=a["shard"], rejects=a["rejects"]),
     log=[a["log"]],
     threads=1,
@@ -484,10 +487,13 @@ runpy.run_path(sys.argv[1], init_globals={"snakemake": snakemake}, run_name="__m
 """
 
 
-def run_script(tmp_path: Path, images: list[Path], on_error: str) -> tuple[int, str]:
+def run_script(
+    tmp_path: Path, images: list[Path], on_error: str, development_shard: dict | None = None
+) -> tuple[int, str]:
     """Run workflow_scripts/ingest_shard.py as Snakemake would, with a stand-in object."""
     args = {
         "images": [[f"id{i}", str(p), "fingerprint"] for i, p in enumerate(images)],
+        "development_shard": development_shard or {},
         "ingest": {
             "max_side": 128,
             "max_pixels": 10**8,
@@ -514,6 +520,24 @@ def test_script_logs_summary(tmp_path, good_images, bad_images):
     assert "ingested 1 images, rejected 1 (truncated=1)" in log
     assert "Traceback" not in log
     assert [r.id for r in iter_image_records(tmp_path / "out" / "s.h5")] == ["id0"]
+
+
+def test_script_lists_its_shard_of_a_set_made_in_the_run(tmp_path, good_images):
+    # The development set's ingest jobs get no table: each lists the made folder and keeps
+    # the images of its own shard (here one shard of one: every image).
+    folder = tmp_path / "made"
+    folder.mkdir()
+    for name in ("Q00000", "Q00001"):
+        (folder / f"{name}.png").write_bytes(good_images["coffee"].read_bytes())
+    listed = {"folder": str(folder), "shard": "s0000", "n_shards": 1}
+    returncode, log = run_script(tmp_path, [], "skip", development_shard=listed)
+    assert returncode == 0, log
+    ids = [r.id for r in iter_image_records(tmp_path / "out" / "s.h5")]
+    assert ids == ["Q00000", "Q00001"]
+    missing = {**listed, "folder": str(tmp_path / "absent")}
+    (tmp_path / "again").mkdir()
+    returncode, log = run_script(tmp_path / "again", [], "skip", development_shard=missing)
+    assert returncode == 1 and "absent" in log and "Traceback" not in log
 
 
 def test_script_fails_cleanly(tmp_path, good_images, bad_images):
