@@ -345,7 +345,8 @@ def verify_job(n_refs: int, args: argparse.Namespace) -> JobRun:
         output={"pairs": str(args.work / "out" / f"pairs_{n_refs}.csv")},
         params={
             "branches": ["local", "vlad"],
-            "verify": {**args.config["verify"], "try_flip": False},
+            # Every candidate verified (not only global rank 1): the job's cost per pair.
+            "verify": {**args.config["verify"], "try_flip": False, "global_only_max_rank": 10**6},
             "sift": args.config["sift"],
         },
         threads=1,

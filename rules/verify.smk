@@ -1,5 +1,6 @@
 rule verify:
-    """Ratio-test matching + RANSAC for every candidate pair of one query shard, with the full
+    """Ratio-test matching + RANSAC for the candidate pairs of one query shard (those a local
+    search proposed, and global-only ones up to verify.global_only_max_rank), with the full
     queries' features (view queries) or the local crops' (view crops_local), and those of their
     mirror images (verify.try_flip)."""
     input:

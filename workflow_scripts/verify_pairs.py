@@ -1,4 +1,5 @@
-"""Rule verify: ratio-test matching + RANSAC for every candidate pair of one query shard."""
+"""Rule verify: ratio-test matching + RANSAC for the candidate pairs of one query shard
+(``copydetect.verify.pairs_to_verify``); every candidate row is written, with its evidence."""
 
 import logging
 from pathlib import Path
