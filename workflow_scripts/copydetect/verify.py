@@ -428,14 +428,14 @@ def pairs_to_verify(candidates: pd.DataFrame, global_only_max_rank: int) -> np.n
     almost never found a copy (one pair with 6+ inliers in 17,750; it was a rank-1 pair) while
     costing half of verify's time: below that rank their local evidence stays empty.
     """
-    proposed_locally = np.zeros(len(candidates), dtype=bool)
-    best_rank = np.full(len(candidates), np.inf)
-    for column in candidates.columns:
-        values = pd.to_numeric(candidates[column], errors="coerce").to_numpy(dtype=np.float64)
-        if column.endswith("_votes"):
-            proposed_locally |= np.isfinite(values)
-        elif column.endswith("_rank"):
-            best_rank = np.fmin(best_rank, values)
+
+    def numbers(suffix: str) -> np.ndarray:  # [rows, columns ending in suffix], NaN = absent
+        columns = [c for c in candidates.columns if c.endswith(suffix)]
+        table = candidates[columns].apply(pd.to_numeric, errors="coerce")
+        return table.to_numpy(dtype=np.float64).reshape(len(candidates), len(columns))
+
+    proposed_locally = np.isfinite(numbers("_votes")).any(axis=1)
+    best_rank = np.fmin.reduce(numbers("_rank"), axis=1, initial=np.inf)
     return proposed_locally | (best_rank <= global_only_max_rank)
 
 
