@@ -424,9 +424,10 @@ def pairs_to_verify(candidates: pd.DataFrame, global_only_max_rank: int) -> np.n
     (a ``*_votes`` column set), and a pair that only global models proposed when one of them
     ranks it within ``global_only_max_rank`` (its ``*_rank`` columns).
 
-    On the benchmarks half the pairs came from global models alone and their verification
-    almost never found a copy (one pair with 6+ inliers in 17,750; it was a rank-1 pair) while
-    costing half of verify's time: below that rank their local evidence stays empty.
+    On the benchmarks half the pairs came from global models alone, and their verification
+    almost never found a copy (one with 6+ inliers among 18,324 on bench, bench2 and the demo,
+    a rank-1 pair) while costing half of verify's time: below that rank their local evidence
+    stays empty.
     """
 
     def numbers(suffix: str) -> np.ndarray:  # [rows, columns ending in suffix], NaN = absent
