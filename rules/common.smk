@@ -24,7 +24,6 @@ from copydetect.descriptor_recipe import (
     embedding_spec,
     recipe_params,
 )
-from copydetect.development import development_params, synthesis_config
 from copydetect.inputs import (
     ImageSetError,
     assign_shards,
@@ -124,6 +123,10 @@ def image_count(run, set_name):
 @cache
 def development_counts():
     """Set name -> image count of the development set, from the training listing alone."""
+    # Imported here: the synthesizer costs ~0.3 s to import, and every job that Snakemake
+    # starts on a cluster parses this file again; only a development run needs it.
+    from copydetect.development import development_params, synthesis_config
+
     params = development_params(config["fusion"]["development"])
     try:
         planned = synthesis_config(image_count(RESULTS, "training"), params)
