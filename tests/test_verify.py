@@ -24,8 +24,11 @@ from copydetect.verify import (
     pairs_to_verify,
     ratio_test_matches,
     ratio_test_views,
+    stack_views,
     verify_candidates,
     verify_pair,
+    verify_stacked,
+    views_to_match,
 )
 
 SIFT = SiftParams()
@@ -122,6 +125,36 @@ def test_skipping_a_mirror_that_cannot_win_gives_the_same_evidence(photos, refer
         flipped = _verify_one(mirror, reference, VERIFY, flipped=True)
         expected = flipped if flipped.inliers > plain.inliers else plain
         assert verify_pair(query, reference, VERIFY, mirror) == expected
+
+
+def test_one_view_matching_gives_that_views_evidence(photos, reference) -> None:
+    """verify_stacked restricted to one view (flip_by_votes) equals verifying that view alone:
+    a mirrored copy verifies through the mirror, and not at all through the query."""
+    image = np.ascontiguousarray(edited_copy(photos["astronaut"], angle=-10)[:, ::-1])
+    query, mirror = extract_sift(image, SIFT, "Q"), flipped_features(image, SIFT, "Q")
+    views = stack_views([query.descriptors, mirror.descriptors])
+    through_mirror = verify_stacked(query, mirror, views, reference, VERIFY, "mirror")
+    assert through_mirror == _verify_one(mirror, reference, VERIFY, flipped=True)
+    assert through_mirror.flipped and through_mirror.inliers >= 20
+    through_query = verify_stacked(query, mirror, views, reference, VERIFY, "query")
+    assert through_query == _verify_one(query, reference, VERIFY, flipped=False)
+    assert through_query.inliers < 10
+    both = verify_stacked(query, mirror, views, reference, VERIFY)
+    assert both == verify_pair(query, reference, VERIFY, mirror) == through_mirror
+
+
+def test_views_follow_the_local_votes() -> None:
+    table = pd.DataFrame(
+        {
+            "local_votes": [5, np.nan, 3, np.nan, 4],
+            "local_mirrored_votes": [2, 7, np.nan, np.nan, 4],
+        }
+    )
+    assert views_to_match(table, VERIFY) == ["query", "mirror", "query", "both", "both"]
+    assert views_to_match(table, VerifyParams(flip_by_votes=False)) == ["both"] * 5
+    assert views_to_match(table, VerifyParams(try_flip=False)) == ["both"] * 5
+    # Without the mirror's votes (local crops, no mirrored search) both views are matched.
+    assert views_to_match(table[["local_votes"]], VERIFY) == ["both"] * 5
 
 
 def test_verification_is_reproducible(photos, reference) -> None:
@@ -313,6 +346,27 @@ def test_pairs_only_global_models_ranked_low_are_not_verified(shards, tmp_path) 
     rows = (tmp_path / "pairs.csv").read_text().splitlines()
     assert rows[-1] == "R4,Q1,s0001,,2.0,,,,,,,"  # every evidence field empty
     assert rows[1].split(",")[5].isdigit()  # R1's matches: an integer, not 12.0
+
+
+def test_verify_candidates_matches_the_view_the_local_search_voted_for(shards) -> None:
+    # Q3 is a mirrored copy of R3: voted through the mirror it verifies flipped; voted through
+    # the query only, its mirror is not matched and the evidence stays weak and unflipped.
+    root = shards["root"]
+    args = (root / "queries.h5", root / "queries_mirrored.h5", shards["references"])
+    table = candidate_table()
+    table = table[table["query_id"] == "Q3"].reset_index(drop=True)
+    table["local_votes"] = [1, 1, 1, 1]
+    for mirrored_votes, flipped, strong in ((9, True, True), (0, False, False), (1, True, True)):
+        table["local_mirrored_votes"] = mirrored_votes
+        pairs = verify_candidates(table, *args, VERIFY).set_index("reference_id")
+        assert bool(pairs.loc["R3", "flipped"]) is flipped
+        assert bool(pairs.loc["R3", "inliers"] >= 20) is strong
+    everything = verify_candidates(table, *args, VerifyParams(flip_by_votes=False))
+    table["local_mirrored_votes"] = 1  # equal votes: both views, as without flip_by_votes
+    pd.testing.assert_frame_equal(
+        verify_candidates(table, *args, VERIFY).drop(columns="local_mirrored_votes"),
+        everything.drop(columns="local_mirrored_votes"),
+    )
 
 
 def test_verify_candidates_needs_the_mirrored_shard_to_try_flips(shards) -> None:

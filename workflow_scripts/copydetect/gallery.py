@@ -257,6 +257,15 @@ def read_pair_evidence(
     }
 
 
+def evidence_view(evidence: Mapping[str, Any]) -> bool | None:
+    """Whether a pair's evidence came from the mirrored query; None when it was not verified
+    (no ``flipped`` value: the gallery then draws the better view)."""
+    value = evidence.get("flipped")
+    if value is None or pd.isna(value):
+        return None
+    return str(value).strip().lower() in ("true", "1")
+
+
 def format_value(value: Any, name: str = "") -> str:
     """Text of one value of column ``name``: NaN and empty as ``—``, booleans as yes/no,
     counts as integers, other numbers with 4 decimals."""
@@ -433,21 +442,22 @@ class PairRenderer:
             )
         return self._thumbnails[key]
 
-    def correspondences(self, pair: Pair) -> Correspondences | None:
-        """Inlier correspondences of a pair, or None when either side has no SIFT row."""
+    def correspondences(self, pair: Pair, flipped: bool | None = None) -> Correspondences | None:
+        """Inlier correspondences of a pair (of the view its evidence came from, ``flipped``,
+        when it was verified), or None when either side has no SIFT row."""
         query, reference = self.query_sift.get(pair[0]), self.reference_sift.get(pair[1])
         if query is None or reference is None:
             return None
         mirrored = self.mirrored_query_sift.get(pair[0])
-        return inlier_correspondences(query, reference, self.verify, mirrored)
+        return inlier_correspondences(query, reference, self.verify, mirrored, flipped)
 
-    def render(self, pair: Pair) -> Composite:
+    def render(self, pair: Pair, flipped: bool | None = None) -> Composite:
         query_id, reference_id = pair
         query = self._thumbnail("query", query_id, self.query_jpegs)
         reference = self._thumbnail("reference", reference_id, self.reference_jpegs)
         q_missing = query_id not in self.query_jpegs
         r_missing = reference_id not in self.reference_jpegs
-        corr = None if q_missing or r_missing else self.correspondences(pair)
+        corr = None if q_missing or r_missing else self.correspondences(pair, flipped)
         sizes = None
         if corr is not None:
             sizes = (
@@ -648,7 +658,9 @@ def write_gallery(
         for s in sections
     ]
     renderer = PairRenderer(inputs, pairs, params, verify)
-    composites = {pair: renderer.render(pair) for pair in pairs}
+    composites = {
+        pair: renderer.render(pair, evidence_view(evidence.get(pair, {}))) for pair in pairs
+    }
     page = render_html(sections, composites, inputs.metrics, inputs.ground_truth is not None)
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

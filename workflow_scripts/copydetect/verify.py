@@ -14,7 +14,9 @@ Two known weaknesses of the ISC2021 image-fingerprint matcher are fixed here:
   effective inlier count is the number of *distinct* positions among the inliers, on both sides
   (the smaller of the two). Fits whose scale is implausible are rejected outright.
 * Flips: SIFT descriptors are not mirror-invariant, so a mirrored copy yields almost no
-  matches. The mirrored query's SIFT (rule ``mirror_sift``'s shard) is verified too.
+  matches. The mirrored query's SIFT (rule ``mirror_sift``'s shard) is verified too; with
+  ``flip_by_votes``, only in the view (query or mirror) whose local search voted more for the
+  reference, both views when the votes are equal or unknown (:func:`views_to_match`).
 
 RANSAC is seeded before each fit so the evidence is reproducible.
 """
@@ -58,6 +60,7 @@ class VerifyParams:
     global_only_max_rank: int  # a pair only global models proposed: verified up to this rank
     reprojection_threshold: float  # pixels of the shrunk SIFT images
     try_flip: bool
+    flip_by_votes: bool  # try_flip: match only the view the local search voted more for
     min_scale: float  # query→reference scale bounds; outside them a fit is degenerate
     max_scale: float
     min_matches_for_fit: int  # fewer ratio-test matches: no fit (random matches fit exactly)
@@ -98,6 +101,9 @@ class PairEvidence:
     mean_match_distance: float  # mean L2 distance of the unit RootSIFT of the counted matches
 
 
+# Which query views a pair is matched in: the query and its mirror, or one of them.
+MatchedViews = Literal["both", "query", "mirror"]
+
 _EVIDENCE_FIELDS = tuple(f.name for f in fields(PairEvidence))
 EVIDENCE_COLUMNS = tuple(f.name for f in fields(PairEvidence) if f.name not in ID_COLUMNS)
 
@@ -121,6 +127,14 @@ class StackedViews:
     augmented: np.ndarray  # float32 [n, 129]: the descriptors, then a column of ones
     squared_norms: np.ndarray  # float32 [n]
     sizes: tuple[int, ...]  # rows of each view, in order
+
+    def select(self, index: int) -> StackedViews:
+        """View ``index`` alone (row slices: no copy)."""
+        start = sum(self.sizes[:index])
+        stop = start + self.sizes[index]
+        return StackedViews(
+            self.augmented[start:stop], self.squared_norms[start:stop], (self.sizes[index],)
+        )
 
 
 def stack_views(views: Sequence[np.ndarray]) -> StackedViews:
@@ -329,9 +343,16 @@ def verify_stacked(
     views: StackedViews,
     reference: SiftFeatures,
     params: VerifyParams,
+    matched: MatchedViews = "both",
 ) -> PairEvidence:
     """:func:`verify_pair` with the flip, the query's two views stacked once by the caller
-    (:func:`stack_views` of its and its mirror's descriptors) for all its references."""
+    (:func:`stack_views` of its and its mirror's descriptors) for all its references.
+    ``matched`` restricts the matching to one view (:func:`views_to_match`)."""
+    if matched != "both":
+        flipped = matched == "mirror"
+        view = views.select(int(flipped))
+        (matches,) = ratio_test_stacked(view, reference.descriptors, params.ratio)
+        return _evidence(query_flipped if flipped else query, reference, matches, params, flipped)
     matches, mirrored_matches = ratio_test_stacked(views, reference.descriptors, params.ratio)
     evidence = _evidence(query, reference, matches, params, flipped=False)
     # The effective inliers never exceed the matches: a mirror with no more matches than the
@@ -367,7 +388,11 @@ def _init_worker() -> None:
     set_blas_threads(1)
 
 
-def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[tuple[int, dict]]:
+# One pair to verify: its row, its reference's (shard, id) key and the views it is matched in.
+_Item = tuple[int, tuple[str, str], MatchedViews]
+
+
+def _verify_query(task: tuple[str, list[_Item]]) -> list[tuple[int, dict]]:
     """Verify every candidate of one query (and of its mirror, with ``try_flip``)."""
     query_id, items = task
     inputs = _INPUTS
@@ -377,17 +402,19 @@ def _verify_query(task: tuple[str, list[tuple[int, tuple[str, str]]]]) -> list[t
     if not (inputs.params.try_flip and mirrored is not None):
         return [
             (row, _as_record(verify_pair(query, inputs.references[key], inputs.params)))
-            for row, key in items
+            for row, key, _ in items
         ]
     views = stack_views([query.descriptors, mirrored.descriptors])
     return [
         (
             row,
             _as_record(
-                verify_stacked(query, mirrored, views, inputs.references[key], inputs.params)
+                verify_stacked(
+                    query, mirrored, views, inputs.references[key], inputs.params, matched
+                )
             ),
         )
-        for row, key in items
+        for row, key, matched in items
     ]
 
 
@@ -440,12 +467,34 @@ def pairs_to_verify(candidates: pd.DataFrame, global_only_max_rank: int) -> np.n
     return proposed_locally | (best_rank <= global_only_max_rank)
 
 
-def _tasks(candidates: pd.DataFrame) -> list[tuple[str, list[tuple[int, tuple[str, str]]]]]:
-    """One task per query: its candidate rows with their reference keys."""
+def views_to_match(candidates: pd.DataFrame, params: VerifyParams) -> list[MatchedViews]:
+    """The views each candidate pair is matched in.
+
+    With ``try_flip`` and ``flip_by_votes``, a pair that the local search voted for more through
+    one view (the query's ``local_votes`` or its mirror's ``local_mirrored_votes``; a view that
+    did not propose the pair counts 0) is matched in that view only. On the benchmarks the other
+    view's fit never won for a true copy with 6+ inliers, and it was half of every distance
+    product. Equal votes (global-only pairs: none) match both views, and so does every pair of
+    a table without both vote columns (the local crops, ``local.mirrored_queries: false``).
+    """
+    columns = ("local_votes", "local_mirrored_votes")
+    by_votes = params.try_flip and params.flip_by_votes
+    if not by_votes or not set(columns) <= set(candidates.columns):
+        return ["both"] * len(candidates)
+    query, mirror = (
+        pd.to_numeric(candidates[c], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
+        for c in columns
+    )
+    return np.where(query > mirror, "query", np.where(mirror > query, "mirror", "both")).tolist()
+
+
+def _tasks(candidates: pd.DataFrame, params: VerifyParams) -> list[tuple[str, list[_Item]]]:
+    """One task per query: its candidate rows with their reference keys and views."""
+    candidates = candidates.assign(_views=views_to_match(candidates, params))
     tasks = []
     for query_id, group in candidates.groupby("query_id", sort=True):
         keys = zip(group["reference_shard"], group["reference_id"], strict=True)
-        tasks.append((query_id, list(zip(group.index, keys, strict=True))))
+        tasks.append((query_id, list(zip(group.index, keys, group["_views"], strict=True))))
     return tasks
 
 
@@ -483,7 +532,9 @@ def verify_candidates(
     _INPUTS = _load_inputs(
         selected, query_sift_path, mirrored_sift_path, reference_sift_paths, params
     )
-    tasks = _tasks(selected)
+    tasks = _tasks(selected, params)
+    one_view = sum(matched != "both" for _, items in tasks for *_, matched in items)
+    logger.info("%d of them matched in one view only (verify.flip_by_votes)", one_view)
     processes = max(1, min(processes, len(tasks)))
     progress = Progress(len(selected), "candidate pairs verified", log=logger)
     try:
@@ -570,17 +621,22 @@ def inlier_correspondences(
     reference: SiftFeatures,
     params: VerifyParams,
     query_flipped: SiftFeatures | None = None,
+    flipped: bool | None = None,
 ) -> Correspondences:
     """Inlier point pairs of the fit that :func:`verify_pair` keeps for this pair.
 
-    The mirrored query wins on the same rule as in :func:`verify_pair` (strictly more
-    effective inliers). A rejected fit gives no points. Mirrored x is mapped back with
-    ``x → width - 1 - x``: OpenCV puts pixel centres on integers, so column ``j`` of the mirror
-    is column ``width - 1 - j`` of the query.
+    ``flipped`` is the view the pair's evidence came from (its ``flipped`` column), when it was
+    verified: that view is fitted again, whichever views verification matched
+    (``flip_by_votes``). Otherwise the mirrored query wins on the rule of :func:`verify_pair`
+    (strictly more effective inliers). A rejected fit gives no points. Mirrored x is mapped
+    back with ``x → width - 1 - x``: OpenCV puts pixel centres on integers, so column ``j`` of
+    the mirror is column ``width - 1 - j`` of the query.
     """
-    matches, fit = _fit_pair(query, reference, params)
-    flipped = False
-    if params.try_flip and query_flipped is not None:
+    can_flip = params.try_flip and query_flipped is not None
+    kept_view = flipped
+    flipped = bool(kept_view) and can_flip
+    matches, fit = _fit_pair(query_flipped if flipped else query, reference, params)
+    if can_flip and kept_view is None:
         mirrored_matches, mirrored_fit = _fit_pair(query_flipped, reference, params)
         if mirrored_fit.inliers > fit.inliers:
             matches, fit, flipped = mirrored_matches, mirrored_fit, True
