@@ -26,6 +26,7 @@ from copydetect.knn import Device
 from copydetect.normalization import (
     Normalization,
     NormalizationParams,
+    _Moments,
     fit_normalization,
     read_normalization,
     write_normalization,
@@ -545,6 +546,26 @@ def test_fewer_vectors_than_dimensions_fit_through_the_gram_matrix(tmp_path: Pat
     np.testing.assert_allclose(cov @ spanned, spanned * norm.eigenvalues[:19], atol=1e-8)
     again = fit_normalization([path], NormalizationParams(pca_dim=32, whiten=False))
     np.testing.assert_array_equal(norm.projection, again.projection)
+
+
+def test_moments_keep_rows_until_the_dimension_then_sums() -> None:
+    """The covariance is the same whether the batches stay below the dimension (rows kept,
+    no d × d sums made) or cross it (the kept rows folded into the sums once)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 16)) * 3.0 + 100.0
+    for cuts in ([5, 10], [5, 10, 15, 30], [39]):
+        moments = _Moments()
+        for batch in np.split(x, cuts):
+            moments.add(batch)
+        mean, cov = moments.mean_cov()
+        np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(cov, np.cov(x, rowvar=False, bias=True), atol=1e-9)
+        assert moments.s2 is not None and moments.rows is None  # 40 rows ≥ 16 dimensions
+    few = _Moments()
+    few.add(x[:10])
+    assert few.s2 is None and few.rows is not None  # below the dimension: rows only
+    expected = np.cov(x[:10], rowvar=False, bias=True)
+    np.testing.assert_allclose(few.mean_cov()[1], expected, atol=1e-9)
 
 
 def test_empty_vectors_carry_no_evidence(tmp_path: Path, training: SimpleNamespace) -> None:
