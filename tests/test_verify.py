@@ -128,7 +128,7 @@ def test_skipping_a_mirror_that_cannot_win_gives_the_same_evidence(photos, refer
 
 
 def test_one_view_matching_gives_that_views_evidence(photos, reference) -> None:
-    """verify_stacked restricted to one view (flip_by_votes) equals verifying that view alone:
+    """verify_stacked restricted to one view (flip_vote_ratio) equals verifying that view alone:
     a mirrored copy verifies through the mirror, and not at all through the query."""
     image = np.ascontiguousarray(edited_copy(photos["astronaut"], angle=-10)[:, ::-1])
     query, mirror = extract_sift(image, SIFT, "Q"), flipped_features(image, SIFT, "Q")
@@ -146,15 +146,18 @@ def test_one_view_matching_gives_that_views_evidence(photos, reference) -> None:
 def test_views_follow_the_local_votes() -> None:
     table = pd.DataFrame(
         {
-            "local_votes": [5, np.nan, 3, np.nan, 4],
-            "local_mirrored_votes": [2, 7, np.nan, np.nan, 4],
+            "local_votes": [5, np.nan, 3, np.nan, 4, 33, 5],
+            "local_mirrored_votes": [2, 7, np.nan, np.nan, 4, 34, 3],
         }
     )
-    assert views_to_match(table, VERIFY) == ["query", "mirror", "query", "both", "both"]
-    assert views_to_match(table, VerifyParams(flip_by_votes=False)) == ["both"] * 5
-    assert views_to_match(table, VerifyParams(try_flip=False)) == ["both"] * 5
+    # flip_vote_ratio 2 (the default): one view when it has at least twice the other's votes.
+    expected = ["query", "mirror", "query", "both", "both", "both", "both"]
+    assert views_to_match(table, VERIFY) == expected
+    assert views_to_match(table, VerifyParams(flip_vote_ratio=1.5))[-1] == "query"
+    assert views_to_match(table, VerifyParams(flip_vote_ratio=None)) == ["both"] * 7
+    assert views_to_match(table, VerifyParams(try_flip=False)) == ["both"] * 7
     # Without the mirror's votes (local crops, no mirrored search) both views are matched.
-    assert views_to_match(table[["local_votes"]], VERIFY) == ["both"] * 5
+    assert views_to_match(table[["local_votes"]], VERIFY) == ["both"] * 7
 
 
 def test_verification_is_reproducible(photos, reference) -> None:
@@ -361,8 +364,8 @@ def test_verify_candidates_matches_the_view_the_local_search_voted_for(shards) -
         pairs = verify_candidates(table, *args, VERIFY).set_index("reference_id")
         assert bool(pairs.loc["R3", "flipped"]) is flipped
         assert bool(pairs.loc["R3", "inliers"] >= 20) is strong
-    everything = verify_candidates(table, *args, VerifyParams(flip_by_votes=False))
-    table["local_mirrored_votes"] = 1  # equal votes: both views, as without flip_by_votes
+    everything = verify_candidates(table, *args, VerifyParams(flip_vote_ratio=None))
+    table["local_mirrored_votes"] = 1  # a tie: both views, as without flip_vote_ratio
     pd.testing.assert_frame_equal(
         verify_candidates(table, *args, VERIFY).drop(columns="local_mirrored_votes"),
         everything.drop(columns="local_mirrored_votes"),

@@ -14,9 +14,9 @@ Two known weaknesses of the ISC2021 image-fingerprint matcher are fixed here:
   effective inlier count is the number of *distinct* positions among the inliers, on both sides
   (the smaller of the two). Fits whose scale is implausible are rejected outright.
 * Flips: SIFT descriptors are not mirror-invariant, so a mirrored copy yields almost no
-  matches. The mirrored query's SIFT (rule ``mirror_sift``'s shard) is verified too; with
-  ``flip_by_votes``, only in the view (query or mirror) whose local search voted more for the
-  reference, both views when the votes are equal or unknown (:func:`views_to_match`).
+  matches. The mirrored query's SIFT (rule ``mirror_sift``'s shard) is verified too, except
+  where the local search's votes clearly single out one view, the query or its mirror
+  (``flip_vote_ratio``, :func:`views_to_match`).
 
 RANSAC is seeded before each fit so the evidence is reproducible.
 """
@@ -60,7 +60,7 @@ class VerifyParams:
     global_only_max_rank: int  # a pair only global models proposed: verified up to this rank
     reprojection_threshold: float  # pixels of the shrunk SIFT images
     try_flip: bool
-    flip_by_votes: bool  # try_flip: match only the view the local search voted more for
+    flip_vote_ratio: float | None  # try_flip: one view when its votes are ≥ this × the other's
     min_scale: float  # query→reference scale bounds; outside them a fit is degenerate
     max_scale: float
     min_matches_for_fit: int  # fewer ratio-test matches: no fit (random matches fit exactly)
@@ -470,22 +470,26 @@ def pairs_to_verify(candidates: pd.DataFrame, global_only_max_rank: int) -> np.n
 def views_to_match(candidates: pd.DataFrame, params: VerifyParams) -> list[MatchedViews]:
     """The views each candidate pair is matched in.
 
-    With ``try_flip`` and ``flip_by_votes``, a pair that the local search voted for more through
-    one view (the query's ``local_votes`` or its mirror's ``local_mirrored_votes``; a view that
-    did not propose the pair counts 0) is matched in that view only. On the benchmarks the other
-    view's fit never won for a true copy with 6+ inliers, and it was half of every distance
-    product. Equal votes (global-only pairs: none) match both views, and so does every pair of
-    a table without both vote columns (the local crops, ``local.mirrored_queries: false``).
+    With ``try_flip`` and a ``flip_vote_ratio``, a pair that the local search voted for through
+    one view at least ``flip_vote_ratio`` times as often as through the other (the query's
+    ``local_votes``, its mirror's ``local_mirrored_votes``; a view that did not propose the pair
+    counts 0) is matched in that view only. Most pairs come from one view alone, and the other
+    view's fit almost never wins for them, while it costs half of each distance product. Near
+    ties (symmetric images) and global-only pairs (no votes) match both views, and so does every
+    pair of a table without both vote columns (the local crops, ``local.mirrored_queries: false``).
     """
     columns = ("local_votes", "local_mirrored_votes")
-    by_votes = params.try_flip and params.flip_by_votes
-    if not by_votes or not set(columns) <= set(candidates.columns):
+    ratio = params.flip_vote_ratio
+    if not params.try_flip or ratio is None or not set(columns) <= set(candidates.columns):
         return ["both"] * len(candidates)
     query, mirror = (
         pd.to_numeric(candidates[c], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
         for c in columns
     )
-    return np.where(query > mirror, "query", np.where(mirror > query, "mirror", "both")).tolist()
+    only_query = (query > 0) & (query >= ratio * mirror)
+    only_mirror = (mirror > 0) & (mirror >= ratio * query)
+    # ratio ≤ 1 could single out both views of a tie: the query's then wins (it was first).
+    return np.where(only_query, "query", np.where(only_mirror, "mirror", "both")).tolist()
 
 
 def _tasks(candidates: pd.DataFrame, params: VerifyParams) -> list[tuple[str, list[_Item]]]:
@@ -534,7 +538,7 @@ def verify_candidates(
     )
     tasks = _tasks(selected, params)
     one_view = sum(matched != "both" for _, items in tasks for *_, matched in items)
-    logger.info("%d of them matched in one view only (verify.flip_by_votes)", one_view)
+    logger.info("%d of them matched in one view only (verify.flip_vote_ratio)", one_view)
     processes = max(1, min(processes, len(tasks)))
     progress = Progress(len(selected), "candidate pairs verified", log=logger)
     try:
@@ -627,7 +631,7 @@ def inlier_correspondences(
 
     ``flipped`` is the view the pair's evidence came from (its ``flipped`` column), when it was
     verified: that view is fitted again, whichever views verification matched
-    (``flip_by_votes``). Otherwise the mirrored query wins on the rule of :func:`verify_pair`
+    (``flip_vote_ratio``). Otherwise the mirrored query wins on the rule of :func:`verify_pair`
     (strictly more effective inliers). A rejected fit gives no points. Mirrored x is mapped
     back with ``x → width - 1 - x``: OpenCV puts pixel centres on integers, so column ``j`` of
     the mirror is column ``width - 1 - j`` of the query.
