@@ -41,12 +41,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import h5py
 import numpy as np
-import pandas as pd
 
 from copydetect.atomic import atomic_path
 from copydetect.knn import Device, Searcher, merge_topk, tie_safe_topk
@@ -60,6 +59,9 @@ from copydetect.local_index import (
 from copydetect.params import config_params
 from copydetect.progress import Progress
 from copydetect.shards import STRING, SiftFeatures, read_shard_ids, read_sift_shard
+
+if TYPE_CHECKING:  # pandas costs ~0.8 CPU-s to import: only the vote counting jobs load it
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -588,6 +590,8 @@ def vote_mask(neighbors: Neighbors, params: VoteParams) -> np.ndarray:
 def count_votes(layout: QueryLayout, neighbors: Neighbors, params: VoteParams) -> pd.DataFrame:
     """Votes per (query, reference): 1-NN references of the query's descriptors that pass
     :func:`vote_mask`, with distinct reference keypoints hit and the mean L2 distance."""
+    import pandas as pd
+
     if layout.n_descriptors != neighbors.n:
         raise ValueError(
             f"query shard has {layout.n_descriptors} descriptors, neighbours {neighbors.n}"
