@@ -263,8 +263,8 @@ def write_reference_shards(real: RealData, args: argparse.Namespace) -> list[Pat
 
 def write_training_shard(real: RealData, args: argparse.Namespace) -> Path:
     """The real training images under the 8 dihedral transforms, clean and
-    ``--training-copies`` times jittered (quantizer training data: never the references; four
-    copies give the ≥ 39 × 65,536 descriptors that let ``nlist: auto`` follow 100k references).
+    ``--training-copies`` times jittered (quantizer training data: never the references; two
+    copies give the ≥ 39 × 32,768 descriptors that let ``nlist: auto`` follow 100k references).
     The file is per copy count: a different count is another training set."""
     path = args.work / "sift" / "training" / f"t0000_copies{args.training_copies}.h5"
     if not path.exists():
@@ -1286,7 +1286,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scaled-iterations", type=int, default=10, help="k-means, --scaled")
     parser.add_argument("--jitter", type=float, default=4.0, help="padding noise per byte")
     parser.add_argument(
-        "--training-copies", type=int, default=4, help="jittered training copies per transform"
+        "--training-copies", type=int, default=2, help="jittered training copies per transform"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sift", type=Path, default=REAL_SIFT, help="the benchmark's SIFT")
