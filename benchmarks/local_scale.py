@@ -476,16 +476,25 @@ class JobRun:
     scanned: float = 0.0  # reference descriptors in the probed cells per query descriptor
 
 
+def input_stamps(inputs: dict) -> dict[str, list[int]]:
+    """(size, modification time in ns) of every input file of a job spec."""
+    paths = [p for v in inputs.values() for p in (v if isinstance(v, list) else [v])]
+    return {str(p): [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths}
+
+
 def run_job(
     name: str, n_refs: int, script: str, args: argparse.Namespace, tag: str = "", **spec
 ) -> JobRun:
     """Run ``workflow_scripts/<script>`` in a child (``--job``), as Snakemake would: CPU (user +
     system, imports included) and peak RSS (VmHWM) reported by the child. A job measured
-    before with the same spec (and outputs still there) is not rerun unless ``--fresh``."""
+    before with the same spec, the same input files (size and modification time: a refitted
+    coarse quantizer reruns every index and search built on it) and its outputs still there
+    is not rerun unless ``--fresh``."""
     tag = tag or f"{name}_{n_refs}"
     spec_path = args.work / "jobs" / f"{tag}.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec.update(script=script, log=str(args.work / "jobs" / f"{tag}.log"))
+    spec["input_stamps"] = input_stamps(spec.get("input", {}))
     spec.setdefault("threads", args.threads)
     done = spec_path.with_suffix(".done.json")
     if not args.fresh and done.exists():  # measured before with the same spec: reuse
