@@ -35,6 +35,7 @@ from copydetect.gallery import (
     GalleryParams,
     PairRenderer,
     compose_pair,
+    evidence_view,
     format_value,
     missed_rows,
     p90_threshold,
@@ -278,6 +279,25 @@ def test_mirrored_query_points_come_back_in_stored_query_coordinates(photos) -> 
     assert not inlier_correspondences(query, reference, VERIFY).flipped
     no_flip = VerifyParams(try_flip=False)
     assert not inlier_correspondences(query, reference, no_flip, mirrored).flipped
+
+
+def test_the_view_the_evidence_came_from_is_drawn(photos) -> None:
+    """With the pair's ``flipped`` evidence the gallery fits that view alone (verification may
+    have matched only it, verify.flip_vote_ratio); without it, the better of the two."""
+    reference = extract_sift(photos["coffee"], SIFT, "R")
+    stored = np.ascontiguousarray(photos["coffee"][:, ::-1])
+    query = extract_sift(stored, SIFT, "Q")
+    mirrored = extract_sift(np.ascontiguousarray(stored[:, ::-1]), SIFT, "Q")
+    best = inlier_correspondences(query, reference, VERIFY, mirrored)
+    kept_mirror = inlier_correspondences(query, reference, VERIFY, mirrored, flipped=True)
+    assert kept_mirror.flipped and kept_mirror.inliers == best.inliers >= 20
+    np.testing.assert_array_equal(kept_mirror.query_xy, best.query_xy)
+    kept_query = inlier_correspondences(query, reference, VERIFY, mirrored, flipped=False)
+    assert not kept_query.flipped
+    assert kept_query.inliers == inlier_correspondences(query, reference, VERIFY).inliers < 10
+    # The scored table's flipped column as read_pair_evidence returns it.
+    values = [{"flipped": True}, {"flipped": "False"}, {"flipped": float("nan")}, {}]
+    assert [evidence_view(v) for v in values] == [True, False, None, None]
 
 
 def test_rejected_fit_has_no_correspondences() -> None:
