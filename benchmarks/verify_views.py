@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+from accuracy import machine
 from results_file import replace_section
 
 from copydetect.candidates import merge_candidates
 from copydetect.tables import read_table
-from copydetect.threads import single_blas_thread
 from copydetect.verify import VerifyParams, verify_candidates, views_to_match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,15 +69,14 @@ def candidates(run: Path) -> pd.DataFrame:
 def verify(run: Path, table: pd.DataFrame, params: VerifyParams) -> tuple[pd.DataFrame, float]:
     sift = run / "results" / "sift"
     start = time.process_time()
-    with single_blas_thread():
-        pairs = verify_candidates(
-            table,
-            sift / "queries/s0000.h5",
-            sift / "queries_mirrored/s0000.h5",
-            {p.stem: p for p in (sift / "references").glob("*.h5")},
-            params,
-            processes=1,
-        )
+    pairs = verify_candidates(  # one process: one BLAS thread, as in the workers
+        table,
+        sift / "queries/s0000.h5",
+        sift / "queries_mirrored/s0000.h5",
+        {p.stem: p for p in (sift / "references").glob("*.h5")},
+        params,
+        processes=1,
+    )
     return pairs, time.process_time() - start
 
 
@@ -122,8 +119,7 @@ def section(rows: list[Row], command: str) -> str:
     lines = [
         HEADING,
         "",
-        f"- date: {now}; machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; commit {commit}",
+        f"- date: {now}; machine: {machine()}; commit {commit}",
         "- each run's own candidates and SIFT shards verified again in one process, one BLAS "
         "thread, once per setting (CPU: process time around `verify_candidates`); "
         f"strong = at least {STRONG} effective inliers; lost = true pairs strong when both views "
