@@ -222,7 +222,8 @@ class SourceSet:
     """The written sources with their manifest rows and per-package tallies."""
 
     paths: list[Path] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)  # file, package, origin, box, kind
+    rows: list[list[str]] = field(default_factory=list)  # file, package, origin, box, kind, group
+    groups: dict[Path, str] = field(default_factory=dict)  # written path -> content group
     tallies: dict[str, Tally] = field(default_factory=dict)
 
 
@@ -495,6 +496,20 @@ def typeset_pages(package: Package, filters: Filters, tally: Tally) -> Iterator[
         yield Candidate(f"{package.short}__{name}", Path(description), None, page)
 
 
+def content_group(cand: Candidate, package: Package) -> str:
+    """Sources that may share content, dealt to one role together (``synth.split_sources``):
+    the tiles of one wallpaper (a repeating pattern passes the pattern filter when its period
+    exceeds a tile); of icons, clip art and stamps, those of one folder whose names begin with
+    the same word (``document-save`` and ``document-save-as``, the ASL hand-sign letters, a
+    cartoon apple and its core: drawn from shared parts). Each text page stands alone."""
+    if package is TEXT_PACKAGE:
+        return f"{package.short}:{cand.name}"
+    if cand.box is not None:
+        return f"{package.short}:{cand.origin}"
+    first_word = re.split(r"[-_.\s]+", cand.origin.stem.lower())[0]
+    return f"{package.short}:{cand.origin.parent}:{first_word}"
+
+
 def candidates(package: Package, filters: Filters, tally: Tally) -> Iterator[Candidate]:
     """The would-be sources of one package, by its kind."""
     if package is TEXT_PACKAGE:
@@ -529,12 +544,16 @@ def collect_sources(
             cand.image.save(path, format="PNG")
             sources.paths.append(path)
             box = " ".join(map(str, cand.box)) if cand.box else ""
-            sources.rows.append([path.name, package.label, str(cand.origin), box, package.kind])
+            group = content_group(cand, package)
+            sources.groups[path] = group
+            sources.rows.append(
+                [path.name, package.label, str(cand.origin), box, package.kind, group]
+            )
             tally.kept += 1
         log.info("%s: %s", package.label, tally)
     with (out_dir / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "package", "origin", "box", "kind"])
+        writer.writerow(["file", "package", "origin", "box", "kind", "group"])
         writer.writerows(sources.rows)
     return sources
 
@@ -696,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         edit_set=args.edit_set,
     )
     try:
-        summary = synthesize(sources.paths, args.out, cfg)
+        summary = synthesize(sources.paths, args.out, cfg, sources.groups)
     except ValueError as exc:  # too few sources for the requested counts
         print(f"{exc}\nlower --tile or raise --max-tiles for more tiles", file=sys.stderr)
         return 2

@@ -424,3 +424,56 @@ def test_a_stamp_shipped_as_svg_and_png_counts_once(
     _photo(2).save(tmp_path / "moon.png")
     package = mbd.Package("p", "p", tmp_path, graphic=True)
     assert [p.name for p in package.graphics()] == ["moon.png", "star.svg"]
+
+
+def test_a_content_group_goes_to_one_role(sources: list[Path], tmp_path: Path) -> None:
+    """Sources that share content (a wallpaper's tiles) never land in two roles: the group
+    takes the role of its first member, later members are held out once that role is full."""
+    groups = {p: f"wallpaper{i % 6}" for i, p in enumerate(sources)}  # 6 groups of 3
+    cfg = SynthesisConfig(n_references=6, n_copy_queries=2, n_distractors=3, seed=3, max_side=64)
+    summary = synthesize(sources, tmp_path / "out", cfg, groups)
+    by_name = {p.name: groups[p] for p in sources}
+    roles_of_group: dict[str, set[str]] = {}
+    for row in _read_csv(tmp_path / "out" / "sources.csv"):
+        if row["role"] in ("reference", "distractor"):
+            roles_of_group.setdefault(by_name[row["source"]], set()).add(row["role"])
+    assert all(len(roles) == 1 for roles in roles_of_group.values()), roles_of_group
+    assert (summary.n_references, summary.n_distractors) == (6, 3)
+    assert summary.n_held_out > 0
+    ungrouped = synthesize(sources, tmp_path / "plain", cfg)
+    assert ungrouped.n_held_out == 0
+
+
+def test_too_few_sources_after_grouping_says_so(sources: list[Path], tmp_path: Path) -> None:
+    one_group = {p: "one wallpaper" for p in sources}
+    cfg = SynthesisConfig(n_references=3, n_copy_queries=2, n_distractors=2, max_side=64)
+    with pytest.raises(ValueError, match=r"held out with their group"):
+        synthesize(sources, tmp_path / "out", cfg, one_group)
+
+
+def test_content_groups_of_the_benchmark_sources(graphic_sources: object) -> None:
+    """A wallpaper's tiles share a group; icons of one folder and first word do; text pages
+    and unrelated icons do not."""
+    import make_benchmark_data as mbd
+
+    wall = mbd.Package("mate-backgrounds", "mate", Path("/w"))
+    icons = mbd.Package("tango-icon-theme", "tango", Path("/i"), graphic=True, kind="icon")
+    blank = Image.new("RGB", (8, 8))
+
+    def group(package: object, origin: str, box: object = None, name: str = "x") -> str:
+        return mbd.content_group(mbd.Candidate(name, Path(origin), box, blank), package)
+
+    assert group(wall, "/w/Elephants.jpg", (0, 0, 9, 9)) == group(
+        wall, "/w/Elephants.jpg", (9, 0, 18, 9)
+    )
+    assert group(wall, "/w/Elephants.jpg", (0, 0, 9, 9)) != group(
+        wall, "/w/Storm.jpg", (0, 0, 9, 9)
+    )
+    save, save_as = (
+        group(icons, f"/i/actions/{n}.svg") for n in ("document-save", "document-save-as")
+    )
+    assert save == save_as
+    assert save != group(icons, "/i/actions/edit-redo.svg")
+    assert save != group(icons, "/i/apps/document-viewer.svg")
+    text = mbd.TEXT_PACKAGE
+    assert group(text, "page 1", name="page0001") != group(text, "page 2", name="page0002")

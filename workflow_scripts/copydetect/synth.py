@@ -39,7 +39,7 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -761,6 +761,7 @@ class SynthesisSummary:
     n_training: int
     n_backgrounds: int
     n_skipped: int
+    n_held_out: int = 0  # sources whose group's role was full (``split_sources``)
 
     @property
     def n_queries(self) -> int:
@@ -776,6 +777,7 @@ class SourceSplit:
     training: list[Path]
     backgrounds: list[Path]
     n_skipped: int = 0
+    n_held_out: int = 0  # readable sources left out because their group's role was full
 
 
 @dataclass(frozen=True)
@@ -815,8 +817,15 @@ def resolve_sources(specs: Sequence[str | os.PathLike]) -> list[Path]:
     return sorted(found)
 
 
-def split_sources(sources: Sequence[Path], cfg: SynthesisConfig) -> SourceSplit:
+def split_sources(
+    sources: Sequence[Path], cfg: SynthesisConfig, groups: Mapping[Path, str] | None = None
+) -> SourceSplit:
     """Shuffle the sorted sources with the seed and deal them out, skipping unreadable ones.
+
+    ``groups`` names the sources that share content (the tiles of one wallpaper, icons drawn
+    from one set of parts): a group goes to one role only (:func:`group_roles`), so that no
+    distractor, training image or overlay background is an unlabeled partial copy of a
+    reference. Members beyond their role's quota are held out (counted, never used).
 
     Raises ``ValueError`` when there are too few (readable) sources for the requested sizes.
     """
@@ -830,24 +839,54 @@ def split_sources(sources: Sequence[Path], cfg: SynthesisConfig) -> SourceSplit:
         )
     purpose_rng(cfg.seed, "split").shuffle(candidates)
     quotas = [cfg.n_references, cfg.n_distractors, cfg.n_training, cfg.n_backgrounds]
+    role_of = group_roles(candidates, groups, quotas) if groups else None
     roles: list[list[Path]] = [[] for _ in quotas]
-    skipped, role = 0, 0
+    skipped, held_out, role = 0, 0, 0
     for path in candidates:
         while role < len(quotas) and len(roles[role]) == quotas[role]:
             role += 1
         if role == len(quotas):
             break
+        wanted = role_of[path] if role_of else role
+        if len(roles[wanted]) == quotas[wanted]:
+            held_out += 1
+            continue
         if load_rgb(path, cfg.max_side) is None:  # decoded once here only to test readability
             skipped += 1
             continue
-        roles[role].append(path)
+        roles[wanted].append(path)
     readable = sum(len(r) for r in roles)
     if readable < needed:
         raise ValueError(
             f"not enough readable source images: need {needed}, given {len(candidates)} "
-            f"of which {skipped} are unreadable"
+            f"of which {skipped} are unreadable and {held_out} held out with their group"
         )
-    return SourceSplit(*roles, n_skipped=skipped)
+    if held_out:
+        log.info("%d sources held out: their group's role was full", held_out)
+    return SourceSplit(*roles, n_skipped=skipped, n_held_out=held_out)
+
+
+def group_roles(
+    candidates: Sequence[Path], groups: Mapping[Path, str], quotas: Sequence[int]
+) -> dict[Path, int]:
+    """The role index of every source: each group (a source without one is its own), in the
+    order its first member was drawn, goes whole to the role whose quota is least supplied so
+    far (remaining share). Every role is then supplied in proportion to its quota with a mix
+    of every kind: dealing members one by one would hand each large group (a wallpaper's 80
+    tiles) to whichever role was being filled when its first tile came up."""
+    members: dict[str, list[Path]] = {}
+    for path in candidates:
+        members.setdefault(groups.get(path, f"\0{path}"), []).append(path)
+    supplied = [0] * len(quotas)
+    role_of: dict[Path, int] = {}
+    for paths in members.values():
+        role = max(
+            (r for r, quota in enumerate(quotas) if quota > 0),
+            key=lambda r: ((quotas[r] - supplied[r]) / quotas[r], -r),
+        )
+        supplied[role] += len(paths)
+        role_of.update(dict.fromkeys(paths, role))
+    return role_of
 
 
 # --- Rendering the benchmark ---
@@ -958,8 +997,13 @@ def _write_queries(
     return distractor_rows
 
 
-def _synthesize_into(sources: Sequence[Path], out: Path, cfg: SynthesisConfig) -> SynthesisSummary:
-    split = split_sources(sources, cfg)
+def _synthesize_into(
+    sources: Sequence[Path],
+    out: Path,
+    cfg: SynthesisConfig,
+    groups: Mapping[Path, str] | None = None,
+) -> SynthesisSummary:
+    split = split_sources(sources, cfg, groups)
     label = _labeler(sources)
     ref_ids = _write_image_set(split.references, out / "references", "R", 6, cfg.max_side)
     train_ids = _write_image_set(split.training, out / "training", "T", 6, cfg.max_side)
@@ -976,18 +1020,26 @@ def _synthesize_into(sources: Sequence[Path], out: Path, cfg: SynthesisConfig) -
         n_training=len(train_ids),
         n_backgrounds=len(split.backgrounds),
         n_skipped=split.n_skipped,
+        n_held_out=split.n_held_out,
     )
 
 
-def synthesize(sources: Sequence[Path], out_dir: Path, cfg: SynthesisConfig) -> SynthesisSummary:
-    """Build the benchmark from ``sources`` into ``out_dir`` (see the module docstring).
+def synthesize(
+    sources: Sequence[Path],
+    out_dir: Path,
+    cfg: SynthesisConfig,
+    groups: Mapping[Path, str] | None = None,
+) -> SynthesisSummary:
+    """Build the benchmark from ``sources`` into ``out_dir`` (see the module docstring);
+    ``groups`` keeps sources that share content in one role (:func:`split_sources`).
 
     Files are written into a staging folder next to ``out_dir`` and moved in only on success, so
     a failed or killed run leaves no half-written set behind.
     """
     out_dir = Path(out_dir)
     with scratch_dir(out_dir.parent, f".{out_dir.name}.synth-") as stage:
-        summary = _synthesize_into([Path(p) for p in sources], stage, cfg)
+        by_path = {Path(p): g for p, g in groups.items()} if groups else None
+        summary = _synthesize_into([Path(p) for p in sources], stage, cfg, by_path)
         # Only this synthesizer's outputs are replaced: stale ones of a larger run never survive.
         publish_entries(stage, out_dir, OUTPUT_NAMES)
     log.info("synthesized %s into %s", summary, out_dir)
