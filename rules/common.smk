@@ -486,9 +486,16 @@ def crop_branch(name):
 
 def overlay_detector_weights(wildcards):
     """The detector weights: trained by the workflow (in the main run, shared by the
-    development run), or the file the config names."""
+    development run), or the file the config names; none for the rectangle finder."""
     detector = config["overlay"]["detector"]
+    if detector == "rectangles":
+        return []
     return f"{RESULTS}/overlay/detector.pt" if detector == "train" else detector
+
+
+def overlay_detector_gpus(wildcards):
+    """A YOLO detector runs on a leased GPU; the rectangle finder is CPU work and holds none."""
+    return 0 if config["overlay"]["detector"] == "rectangles" else 1
 
 
 def fit_image_shards(wildcards):

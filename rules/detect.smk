@@ -44,7 +44,9 @@ rule train_overlay_detector:
 
 rule detect_overlays:
     """The best overlay box of every query of one shard, and its crops for the global and the
-    local crop branches (queries without a kept box are listed, not cropped)."""
+    local crop branches (queries without a kept box are listed, not cropped): by a YOLO
+    detector (GPU), or by the weights-free rectangle finder (overlay.detector: rectangles, CPU).
+    """
     input:
         shard=f"{RUN}/images/queries/{{shard}}.h5",
         weights=overlay_detector_weights,
@@ -60,9 +62,11 @@ rule detect_overlays:
         "../envs/gpu.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=overlay_detector_gpus,
     params:
+        detector=config["overlay"]["detector"],
         detect=config["overlay"]["detect"],
+        rectangles=config["overlay"]["rectangles"],
         gpu_lock_dir=config["gpu"]["lock_dir"],
     script:
         "../workflow_scripts/detect_overlays.py"

@@ -171,7 +171,12 @@ def detect(data, weights: Path, shard: Path, name: str, detect: dict = DETECT) -
             "crops_global": str(out / "crops_global.h5"),
             "crops_local": str(out / "crops_local.h5"),
         },
-        params={"detect": detect, "gpu_lock_dir": str(data.root / "locks")},
+        params={
+            "detector": str(weights),
+            "detect": detect,
+            "rectangles": {},
+            "gpu_lock_dir": str(data.root / "locks"),
+        },
     )
     return code, log, out
 

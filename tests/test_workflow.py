@@ -164,18 +164,22 @@ def test_one_new_reference_reruns_its_shard_and_the_merges(
             ),
             ("summarize_ingest", "set=references"),
             *(
-                ("global_search", f"model={model}, view=queries, shard={q}")
+                ("global_search", f"model={model}, view={view}, shard={q}")
                 for model in ("vlad", "layout")
+                for view in ("queries", "crops_global")  # the crops of overlay.detector
                 for q in query_shards
             ),
-            *(("local_search", f"view=queries, shard={q}, group={group}") for q in query_shards),
-            *(("local_candidates", f"view=queries, shard={q}") for q in query_shards),
             *(
-                ("local_search", f"view=queries_mirrored, shard={q}, group={group}")
+                (
+                    rule,
+                    f"view={view}, shard={q}"
+                    + (f", group={group}" if rule == "local_search" else ""),
+                )
+                for rule in ("local_search", "local_candidates", "verify")
+                for view in ("queries", "queries_mirrored", "crops_local")
                 for q in query_shards
+                if not (rule == "verify" and view == "queries_mirrored")  # verified with queries
             ),
-            *(("local_candidates", f"view=queries_mirrored, shard={q}") for q in query_shards),
-            *(("verify", f"view=queries, shard={q}") for q in query_shards),
         ]
     )
     assert jobs == expected
@@ -271,7 +275,12 @@ def test_a_neural_model_adds_gpu_embedding_jobs(
     embeds = sorted(w for rule, w in jobs if rule == "embed_images")
     assert embeds == sorted(
         f"model=sscd, set={name}, shard={shard}"
-        for name, shards in (("queries", 2), ("references", 4), ("training", 1))
+        for name, shards in (
+            ("queries", 2),
+            ("crops_global", 2),
+            ("references", 4),
+            ("training", 1),
+        )
         for shard in (f"s{i:04d}" for i in range(shards))
     )
     assert {rule for rule, _ in jobs} >= {"fit_normalization", "global_search", "verify"}
@@ -425,8 +434,10 @@ def test_the_mirrored_sift_stage_feeds_search_verify_and_the_gallery(
     root, config = finished_run
     jobs = plan(root / "run", config, "--forcerun", "mirror_sift")
     query_shards = [f"s{i:04d}" for i in range(2)]
+    # Forced: the queries' mirrors and the local crops' (overlay.detector: rectangles) are
+    # made again; only the mirrored queries are searched, the crops' mirrors are verified.
     assert sorted(w for rule, w in jobs if rule == "mirror_sift") == [
-        f"view=queries, shard={q}" for q in query_shards
+        f"view={view}, shard={q}" for view in ("crops_local", "queries") for q in query_shards
     ]
     assert sorted(w for rule, w in jobs if rule == "local_candidates") == [
         f"view=queries_mirrored, shard={q}" for q in query_shards
@@ -507,8 +518,11 @@ def test_logistic_fusion_can_be_fitted_on_review_labels_alone(
     block = re.search(r"^(?:local)?rule fit_fusion:\n\s+input: (.*)$", result.stdout, re.M)
     assert block, result.stdout[-3000:]
     assert block.group(1).split(", ") == [
-        "results/verify/queries/s0000.pairs.csv",
-        "results/verify/queries/s0001.pairs.csv",
+        *(
+            f"results/verify/{view}/s{i:04d}.pairs.csv"
+            for view in ("queries", "crops_local")
+            for i in range(2)
+        ),
         str(labels),
     ]
     assert "synthesize_development" not in result.stdout

@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +38,7 @@ from PIL import Image
 from copydetect.atomic import atomic_path, scratch_dir
 from copydetect.overlay import BoxChoice, DetectParams, select_box
 from copydetect.params import config_params
+from copydetect.rectangles import RectangleParams, find_rectangles
 from copydetect.shards import ImageRecord, decode_rgb, iter_image_records, write_image_shard
 
 logger = logging.getLogger(__name__)
@@ -487,6 +488,9 @@ def _batches(shard: str | os.PathLike, size: int):
         yield batch
 
 
+BoxFinder = Callable[[Sequence[np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]
+
+
 def detect_overlays(
     shard: str | os.PathLike,
     weights: str | os.PathLike,
@@ -496,24 +500,62 @@ def detect_overlays(
     params: DetectParams,
     device: str = "cpu",
 ) -> list[Detection]:
-    """Detect the overlay of every query of an image shard; write the CSV and both crop shards.
+    """Detect the overlay of every query of an image shard with the YOLO model of ``weights``;
+    write the CSV and both crop shards.
 
     Boxes are in the pixels of the stored query image (``width``/``height`` in the CSV).
     """
     with scratch_dir(Path(detections_csv).parent, ".detect-") as scratch:
         model = load_detector(weights, scratch / "yolo_config")
-        detections, crops = [], {"global": CropSet(), "local": CropSet()}
-        for batch in _batches(shard, params.batch_size):
-            found = predict_boxes(model, [rgb for _, rgb in batch], params, device)
-            for (query_id, rgb), (boxes, conf) in zip(batch, found, strict=True):
-                detection = decide(query_id, (rgb.shape[1], rgb.shape[0]), boxes, conf, params)
-                detections.append(detection)
-                for name, choice in (
-                    ("global", detection.global_choice),
-                    ("local", detection.local_choice),
-                ):
-                    if choice.kept:
-                        crops[name].add(query_id, rgb, choice)
+        return crop_shards(
+            shard,
+            lambda images: predict_boxes(model, images, params, device),
+            detections_csv,
+            crops_global,
+            crops_local,
+            params,
+        )
+
+
+def detect_rectangles(
+    shard: str | os.PathLike,
+    detections_csv: str | os.PathLike,
+    crops_global: str | os.PathLike,
+    crops_local: str | os.PathLike,
+    params: DetectParams,
+    rectangles: RectangleParams,
+) -> list[Detection]:
+    """:func:`detect_overlays` with the weights-free rectangle finder (``copydetect.rectangles``):
+    no model, no device, ~10 ms of CPU per query."""
+
+    def find(images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [find_rectangles(rgb, rectangles) for rgb in images]
+
+    return crop_shards(shard, find, detections_csv, crops_global, crops_local, params)
+
+
+def crop_shards(
+    shard: str | os.PathLike,
+    find_boxes: BoxFinder,
+    detections_csv: str | os.PathLike,
+    crops_global: str | os.PathLike,
+    crops_local: str | os.PathLike,
+    params: DetectParams,
+) -> list[Detection]:
+    """Boxes of every query of an image shard by ``find_boxes`` (a batch of RGB images ->
+    ``(xyxy, confidences)`` per image), both branches' decisions, the CSV and the crop shards."""
+    detections, crops = [], {"global": CropSet(), "local": CropSet()}
+    for batch in _batches(shard, params.batch_size):
+        found = find_boxes([rgb for _, rgb in batch])
+        for (query_id, rgb), (boxes, conf) in zip(batch, found, strict=True):
+            detection = decide(query_id, (rgb.shape[1], rgb.shape[0]), boxes, conf, params)
+            detections.append(detection)
+            for name, choice in (
+                ("global", detection.global_choice),
+                ("local", detection.local_choice),
+            ):
+                if choice.kept:
+                    crops[name].add(query_id, rgb, choice)
     write_detections(detections_csv, detections)
     for name, path in (("global", crops_global), ("local", crops_local)):
         c = crops[name]
