@@ -269,9 +269,10 @@ def render(runs: Sequence[RunData], argv: Sequence[str]) -> str:
         "  stamps plus clip art (Tux Paint stamps that are not photographic), icons (Oxygen,",
         "  Tango), line drawings (Tux Paint starters), plots (octave-doc) and typeset text pages",
         "  in seven scripts; copies and distractors drawn from the `disc21` edit set (25 kinds,",
-        "  1–3 per chain). Caveat: Oxygen builds icons from shared parts (a server inside",
-        "  network-server-database) and some repeated-pattern wallpaper tiles pass the pattern",
-        "  filter, so a few top false positives are unlabeled partial copies",
+        "  1–3 per chain). Sources that share content (a wallpaper's tiles; icons, clip art and",
+        "  stamps of one folder whose names begin with the same word) are dealt to one role.",
+        "  Caveat: Oxygen also shares parts across folders (the globe of applications-internet",
+        "  in network-workgroup), so a few top false positives are unlabeled partial copies",
         "",
     ]
     for run in runs:
