@@ -283,7 +283,8 @@ def test_the_trained_model_is_embedded_searched_and_fused(trained_run: tuple[Pat
     rules = {rule for rule, _ in jobs}
     assert "train_descriptor" not in rules
     embeds = {w.split(", shard=")[0] for rule, w in jobs if rule == "embed_images"}
-    assert embeds == {f"model=mine, set={name}" for name in ("queries", "references", "training")}
+    sets = ("queries", "crops_global", "references", "training")  # crops: overlay.detector
+    assert embeds == {f"model=mine, set={name}" for name in sets}
     assert ("global_search", "model=mine, view=queries, shard=s0000") in jobs
     assert {"fit_normalization", "verify", "fuse"} <= rules
 

@@ -64,6 +64,16 @@ def test_nothing_to_do_after_the_run(logistic_run: tuple[Path, dict]) -> None:
     assert plan(root / "run", config) == []
 
 
+def pair_tables(run: str) -> list[str]:
+    """A run's pair tables as fit_fusion lists them: the queries', then the local crops' (the
+    crop branch of the default overlay.detector)."""
+    return [
+        f"{run}/verify/{view}/s000{i}.pairs.csv"
+        for view in ("queries", "crops_local")
+        for i in (0, 1)
+    ]
+
+
 def test_fit_fusion_names_the_development_pair_tables_as_inputs(
     logistic_run: tuple[Path, dict],
 ) -> None:
@@ -73,8 +83,7 @@ def test_fit_fusion_names_the_development_pair_tables_as_inputs(
     block = re.search(r"^(?:local)?rule fit_fusion:\n\s+input: (.*)$", result.stdout, re.M)
     assert block, result.stdout[-3000:]
     assert block.group(1).split(", ") == [
-        "results/development/verify/queries/s0000.pairs.csv",
-        "results/development/verify/queries/s0001.pairs.csv",
+        *pair_tables("results/development"),
         "results/development/ground_truth.csv",
     ]
 
@@ -86,7 +95,10 @@ def test_a_new_global_model_reruns_its_development_jobs_and_the_fit(
     vlad2 = {"backend": "vlad", "codebook_size": 8}
     changed = {**config, "models": {**config["models"], "vlad2": vlad2}}
     jobs = plan(root / "run", {**changed, "global": {"models": ["vlad", "vlad2"]}})
-    embedded = [("queries", "s0000"), ("queries", "s0001"), ("references", "s0000")]
+    embedded = [
+        *((name, f"s000{i}") for name in ("queries", "crops_global") for i in (0, 1)),
+        ("references", "s0000"),
+    ]
     assert development_jobs(jobs) == {
         ("fit_vlad_codebook", f"{DEV}, model=vlad2"),
         ("fit_normalization", f"{DEV}, model=vlad2"),
@@ -95,7 +107,11 @@ def test_a_new_global_model_reruns_its_development_jobs_and_the_fit(
             for rule in ("embed_vlad", "project_embeddings")
             for name, shard in embedded
         ),
-        *(("global_search", f"{DEV}, model=vlad2, view=queries, shard=s000{i}") for i in (0, 1)),
+        *(
+            ("global_search", f"{DEV}, model=vlad2, view={view}, shard=s000{i}")
+            for view in ("queries", "crops_global")
+            for i in (0, 1)
+        ),
         *(("verify", f"{DEV}, view=queries, shard=s000{i}") for i in (0, 1)),
     }
     assert ("fit_fusion", "") in jobs
@@ -132,8 +148,12 @@ def test_changed_verify_ratio_reruns_both_verifications_and_the_fit(
             ("fit_fusion", ""),
             ("fuse", ""),
             ("make_gallery", ""),
-            *(("verify", f"view=queries, shard=s000{i}") for i in (0, 1)),
-            *(("verify", f"{DEV}, view=queries, shard=s000{i}") for i in (0, 1)),
+            *(
+                ("verify", f"{run}view={view}, shard=s000{i}")
+                for run in ("", f"{DEV}, ")
+                for view in ("queries", "crops_local")
+                for i in (0, 1)
+            ),
         ]
     )
 
@@ -199,11 +219,9 @@ def test_review_labels_refit_the_fusion_on_the_reviewed_pairs(
     block = re.search(r"^(?:local)?rule fit_fusion:\n\s+input: (.*)$", result.stdout, re.M)
     assert block, result.stdout[-3000:]
     assert block.group(1).split(", ") == [
-        "results/development/verify/queries/s0000.pairs.csv",
-        "results/development/verify/queries/s0001.pairs.csv",
+        *pair_tables("results/development"),
         "results/development/ground_truth.csv",
-        "results/verify/queries/s0000.pairs.csv",
-        "results/verify/queries/s0001.pairs.csv",
+        *pair_tables("results"),
         str(labels),
     ]
     result = snakemake(root / "run", reviewed)

@@ -88,8 +88,10 @@ def test_dry_run_with_the_profile_plans_the_whole_workflow(tmp_path: Path, profi
     assert {"ingest", "sift", "local_search", "verify", "fuse"} <= set(planned.jobs)
     # One submission per shard for its ingest + sift (4 of the main run, 2 of the development
     # run, planned before its set exists); the small jobs bundled.
-    assert planned.jobs["ingest"] == planned.jobs["sift"] == 6
-    assert planned.submissions["group_features"] == 6
+    assert planned.jobs["ingest"] == 6
+    # and the SIFT of both crop sets of the main run's 2 query shards (overlay.detector)
+    assert planned.jobs["sift"] == 6 + 4
+    assert planned.submissions["group_features"] == 6 + 4  # a crop set's SIFT: one each
     assert planned.submissions["group_vlad"] == 1
     assert sum(planned.submissions.values()) < sum(planned.jobs.values()) - 1
 

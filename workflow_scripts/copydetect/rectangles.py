@@ -119,46 +119,33 @@ def find_rectangles(
     horizontal, vertical = edge_maps(rgb, params.step)
     rows = candidate_lines(horizontal, round(params.min_side * w), params.max_lines)
     cols = candidate_lines(vertical.T, round(params.min_side * h), params.max_lines)
-    y0, y1 = _pairs(rows.positions, params.min_side * h)
-    x0, x1 = _pairs(cols.positions, params.min_side * w)
-    if len(y0) == 0 or len(x0) == 0:
-        return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
-    row_index = {int(p): i for i, p in enumerate(rows.positions)}
-    col_index = {int(p): i for i, p in enumerate(cols.positions)}
-    ri0 = np.array([row_index[int(y)] for y in y0])
-    ri1 = np.array([row_index[int(y)] for y in y1])
-    ci0 = np.array([col_index[int(x)] for x in x0])
-    ci1 = np.array([col_index[int(x)] for x in x1])
-    along_rows = _side_support(rows, x0, x1)  # [rows, column pairs]
-    along_cols = _side_support(cols, y0, y1)  # [columns, row pairs]
+    top, bottom = _line_pairs(rows.positions, params.min_side * h)  # row pairs r
+    left, right = _line_pairs(cols.positions, params.min_side * w)  # column pairs c
+    y0, y1 = rows.positions[top], rows.positions[bottom]
+    x0, x1 = cols.positions[left], cols.positions[right]
+    # Support of each side over every (row pair r, column pair c): [4, r, c].
+    along_rows = _side_support(rows, x0, x1)  # [rows, c]
+    along_cols = _side_support(cols, y0, y1)  # [columns, r]
     sides = np.stack(
-        [
-            along_rows[ri0][:, :],  # top: [row pairs, column pairs]
-            along_rows[ri1][:, :],  # bottom
-            along_cols[ci0].T,  # left
-            along_cols[ci1].T,  # right
-        ]
+        np.broadcast_arrays(
+            along_rows[top], along_rows[bottom], along_cols[left].T, along_cols[right].T
+        )
     )
-    interior = np.stack(
-        [
-            np.broadcast_to(~rows.on_border[ri0][:, None], sides.shape[1:]),
-            np.broadcast_to(~rows.on_border[ri1][:, None], sides.shape[1:]),
-            np.broadcast_to(~cols.on_border[ci0][None, :], sides.shape[1:]),
-            np.broadcast_to(~cols.on_border[ci1][None, :], sides.shape[1:]),
-        ]
-    )
-    score = sides.min(axis=0)
-    ok = (interior.sum(axis=0) >= params.min_interior_sides) & (score >= params.min_support)
-    pair_r, pair_c = np.nonzero(ok)
-    boxes = np.stack([x0[pair_c], y0[pair_r], x1[pair_c] + 1, y1[pair_r] + 1], axis=1)
-    scores = score[pair_r, pair_c]
+    inside_rows = (~rows.on_border[top]).astype(int) + ~rows.on_border[bottom]
+    inside_cols = (~cols.on_border[left]).astype(int) + ~cols.on_border[right]
+    interior = inside_rows[:, None] + inside_cols[None, :]  # sides inside the image
+    score = sides.min(axis=0) if sides.size else np.zeros((len(top), len(left)))
+    r, c = np.nonzero((interior >= params.min_interior_sides) & (score >= params.min_support))
+    boxes = np.stack([x0[c], y0[r], x1[c] + 1, y1[r] + 1], axis=1).reshape(-1, 4)
+    scores = score[r, c]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = np.lexsort((-area, -scores))[:max_boxes]
     return boxes[order].astype(np.float32), scores[order].astype(np.float32)
 
 
-def _pairs(positions: np.ndarray, min_gap: float) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs ``a < b`` of ``positions`` at least ``min_gap`` apart."""
-    a, b = np.meshgrid(positions, positions, indexing="ij")
-    keep = (b - a) >= min_gap
-    return a[keep], b[keep]
+def _line_pairs(positions: np.ndarray, min_gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(i, j)`` of every pair of lines with ``positions[j] - positions[i] >= min_gap``
+    (positions are sorted, so ``i < j``)."""
+    i, j = np.meshgrid(np.arange(len(positions)), np.arange(len(positions)), indexing="ij")
+    keep = (positions[j] - positions[i]) >= min_gap
+    return i[keep], j[keep]

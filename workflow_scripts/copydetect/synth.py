@@ -857,9 +857,10 @@ def split_sources(
         roles[wanted].append(path)
     readable = sum(len(r) for r in roles)
     if readable < needed:
+        grouped = f" and {held_out} held out with their group" if held_out else ""
         raise ValueError(
             f"not enough readable source images: need {needed}, given {len(candidates)} "
-            f"of which {skipped} are unreadable and {held_out} held out with their group"
+            f"of which {skipped} are unreadable{grouped}"
         )
     if held_out:
         log.info("%d sources held out: their group's role was full", held_out)
