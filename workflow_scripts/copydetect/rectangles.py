@@ -31,23 +31,13 @@ from copydetect.params import config_params
 
 @config_params("overlay.rectangles")
 class RectangleParams:
-    """The ``overlay.rectangles`` section of the config."""
+    """The ``overlay.rectangles`` section of the config (ranges: config/schema.yaml)."""
 
     step: float  # colour step (0-255, largest channel) across an edge pixel
     min_side: float  # a rectangle's side spans at least this share of the image's side
     min_support: float  # share of a side that must be edge for the box to be reported
     max_lines: int  # candidate rows (and columns) tried, the strongest
     min_interior_sides: int  # sides that must lie inside the image (not on its border)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_side < 1:
-            raise ValueError(f"overlay.rectangles.min_side must be in (0, 1), got {self.min_side}")
-        if not 0 < self.min_support <= 1:
-            raise ValueError(
-                f"overlay.rectangles.min_support must be in (0, 1], got {self.min_support}"
-            )
-        if not 1 <= self.min_interior_sides <= 4:
-            raise ValueError("overlay.rectangles.min_interior_sides must be 1-4")
 
 
 @dataclass(frozen=True)
