@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -19,8 +20,6 @@ PARAMS = RectangleParams()
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:
     """A busy picture: blurred noise blobs, so that no row or column is a long straight edge."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     noise = rng.normal(0, 1, (h, w, 3)).astype(np.float32)
     blobs = cv2.GaussianBlur(noise, (0, 0), 3)
@@ -102,8 +101,6 @@ def test_bad_parameters_are_refused() -> None:
 
 
 def test_detect_rectangles_writes_the_crops_of_a_shard(tmp_path: Path) -> None:
-    import cv2
-
     box = (60, 40, 220, 170)
     images = {"Q0": _pasted(box), "Q1": _texture(240, 320, 6)}
     records = []
@@ -136,7 +133,6 @@ def test_detect_rectangles_writes_the_crops_of_a_shard(tmp_path: Path) -> None:
 def test_the_rule_script_runs_the_rectangle_finder_without_torch(tmp_path: Path) -> None:
     """detect_overlays.py with ``detector: rectangles``: no weights, no GPU lease, and its
     parameters from the rule's ``rectangles`` section (a strict one finds nothing)."""
-    import cv2
     from script_runner import Named, run_script
 
     rgb = _pasted((60, 40, 220, 170))
